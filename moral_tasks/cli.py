@@ -1,0 +1,169 @@
+"""``moral-ambiguity`` console script: eval, data, demo, make-tiny-model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+TASK_GROUP = "moral_ambiguity"
+
+
+def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    """Run the real lm-eval CLI with our task folder on the include path (works with the hook off)."""
+    from lm_eval.__main__ import cli_evaluate
+
+    from .lm_eval_plugin import TASKS_DIR
+
+    argv = list(rest)
+    if not any(a == "--tasks" or a.startswith("--tasks=") for a in argv):
+        argv += ["--tasks", TASK_GROUP]
+    if not any(a == "--include_path" or a.startswith("--include_path=") for a in argv):
+        argv += ["--include_path", str(TASKS_DIR)]
+    sys.argv = ["lm_eval", *argv]
+    cli_evaluate()
+    return 0
+
+
+def _data_dir_arg(args) -> Path | None:
+    return Path(args.data_dir) if getattr(args, "data_dir", None) else None
+
+
+def _cmd_data_fetch(args) -> int:
+    from .fetch import fetch
+
+    expected = dict(item.split("=", 1) for item in args.sha256)
+    dest = fetch(args.dataset, url_base=args.url, expected_sha256=expected, dest=_data_dir_arg(args),
+                 progress=not args.quiet, force=args.force)
+    print(f"Scruples data in {dest}")
+    return 0
+
+
+def _cmd_data_info(args, verify: bool) -> int:
+    """Counts per task and split; with ``verify``, also checksums and a non-zero exit on any problem."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .data import SPLITS, DataError, cache_dir, load_split
+    from .fetch import verify_manifest
+    from .prompts import TASKS
+
+    table = Table(title="Scruples data")
+    for column in ("task", "split", "source", "rows", "skipped (0 votes)", "mean votes", "path"):
+        table.add_column(column)
+    problems = []
+    for spec in TASKS.values():
+        for split in SPLITS[spec.dataset]:
+            try:
+                loaded = load_split(spec, split, _data_dir_arg(args))
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            mean_votes = sum(map(sum, loaded.counts)) / len(loaded.counts)
+            table.add_row(spec.name, split, loaded.source, str(len(loaded.rows)), str(loaded.skipped_zero_votes),
+                          f"{mean_votes:.1f}", str(loaded.path))
+    if verify:
+        problems += verify_manifest(_data_dir_arg(args) or cache_dir())
+    console = Console()
+    console.print(table)
+    for problem in problems:
+        console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
+    if verify:
+        console.print("[green]all files valid[/green]" if not problems else f"[red]{len(problems)} problem(s)[/red]")
+        return 1 if problems else 0
+    return 0
+
+
+def _cmd_data_path(args) -> int:
+    from .data import cache_dir
+
+    print(cache_dir())
+    return 0
+
+
+def _cmd_make_tiny_model(args) -> int:
+    from .tiny_model import make_tiny_model
+
+    path = make_tiny_model(args.output, hidden_size=args.hidden_size, layers=args.layers, seed=args.seed)
+    print(f"tiny random Llama written to {path}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(model_dir=args.model, output_path=args.output_path, limit=args.limit)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moral-ambiguity",
+        description="Score how well a language model's probabilities match human moral-judgment distributions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser(
+        "eval",
+        help="run lm_eval on the moral_ambiguity tasks; other arguments go to lm_eval unchanged",
+        description="Equivalent to `lm_eval --include_path <our tasks> --tasks moral_ambiguity ARGS`.",
+    )
+
+    data = sub.add_parser("data", help="fetch, inspect and verify the Scruples files")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download the official Scruples v1.0 tarballs into the cache")
+    fetch.add_argument("--dataset", nargs="+", default=["anecdotes", "dilemmas"], choices=["anecdotes", "dilemmas"])
+    fetch.add_argument("--url", help="base URL holding anecdotes.tar.gz and dilemmas.tar.gz (default: the official one)")
+    fetch.add_argument("--sha256", nargs="*", default=[], metavar="DATASET=HEX", help="expected archive checksums")
+    fetch.add_argument("--data-dir", help="download here instead of the user cache")
+    fetch.add_argument("--force", action="store_true", help="download again even if already present")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, help_text in (("info", "rows, skipped rows and votes per task and split"),
+                            ("verify", "validate every row and checksum; exit 1 on any problem")):
+        p = data_sub.add_parser(name, help=help_text)
+        p.add_argument("--data-dir", help="inspect this folder instead of the default search order")
+    data_sub.add_parser("path", help="print the cache folder")
+
+    tiny = sub.add_parser("make-tiny-model", help="write a small random Llama and a locally built tokenizer")
+    tiny.add_argument("output", help="output folder")
+    tiny.add_argument("--hidden-size", type=int, default=64)
+    tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--seed", type=int, default=0)
+
+    demo = sub.add_parser("demo", help="run the three tasks on the bundled sample with a tiny local model, offline")
+    demo.add_argument("--model", help="model folder (default: a fresh tiny random Llama)")
+    demo.add_argument("--output-path", help="also write lm-eval results (and samples) here")
+    demo.add_argument("--limit", type=int, help="documents per task")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["eval"]:
+        # Everything after `eval` belongs to lm_eval, including its --help.
+        return _cmd_eval(argparse.Namespace(command="eval"), argv[1:])
+    args = parser.parse_args(argv)
+    from .data import DataError
+    from .fetch import FetchError
+
+    try:
+        if args.command == "data":
+            if args.data_command == "fetch":
+                return _cmd_data_fetch(args)
+            if args.data_command == "path":
+                return _cmd_data_path(args)
+            return _cmd_data_info(args, verify=args.data_command == "verify")
+        if args.command == "make-tiny-model":
+            return _cmd_make_tiny_model(args)
+        if args.command == "demo":
+            return _cmd_demo(args)
+    except (DataError, FetchError) as exc:
+        print(f"moral-ambiguity: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

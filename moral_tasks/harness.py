@@ -1,0 +1,163 @@
+"""Glue between lm-eval's task YAMLs and this package.
+
+The YAMLs in ``moral_tasks/tasks`` point here with ``!function``: dataset
+loading (``custom_dataset``), per-document ``process_results`` and one
+corpus-level aggregation per metric of :data:`moral_tasks.metrics.METRICS`.
+
+Each document's metric value is the same small record (document id, option
+probabilities q, raw option log-likelihoods, vote counts), so lm-eval's
+``--log_samples`` output is enough to recompute every metric and to pair
+documents across models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable
+
+import numpy as np
+
+from . import metrics
+from .data import DataError, load_split, locate
+from .prompts import PROMPT_VERSION, get_task
+
+DEFAULT_SPLIT = "test"
+VALIDATION_SPLIT = "dev"
+
+
+def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = None,
+                  dirichlet_concentration: float | None = None):
+    """A ``DatasetDict`` with ``test`` = the requested split and ``validation`` = dev.
+
+    Columns added to the Scruples rows: ``choices`` (answer letters), ``target``
+    (majority label index), ``counts`` (votes in label order),
+    ``fixed_concentration`` and ``data_source`` (provenance one-liner).
+    """
+    import datasets
+
+    spec = get_task(task)
+    s_fixed = float(dirichlet_concentration) if dirichlet_concentration is not None else metrics.default_concentration(
+        len(spec.labels)
+    )
+    if not s_fixed > 0:
+        raise ValueError(f"{task}: metadata dirichlet_concentration must be > 0, got {dirichlet_concentration!r}")
+
+    def to_dataset(split_name: str):
+        loaded = load_split(spec, split_name, data_dir)
+        rows = [
+            {
+                "id": row["id"],
+                "doc": json.dumps(row, ensure_ascii=False),
+                "choices": list(spec.letters),
+                "target": int(np.argmax(c)),
+                "counts": c,
+                "fixed_concentration": s_fixed,
+                "data_source": loaded.provenance_str,
+            }
+            for row, c in zip(loaded.rows, loaded.counts)
+        ]
+        return datasets.Dataset.from_list(rows)
+
+    splits = {"test": to_dataset(split)}
+    if split == VALIDATION_SPLIT:
+        splits["validation"] = splits["test"]
+    elif _available(spec.dataset, VALIDATION_SPLIT, data_dir):
+        # Only few-shot sampling reads it; a data_dir holding just the test file is fine.
+        splits["validation"] = to_dataset(VALIDATION_SPLIT)
+    return datasets.DatasetDict(splits)
+
+
+def _available(dataset: str, split: str, data_dir: str | None) -> bool:
+    try:
+        locate(dataset, split, data_dir)
+    except DataError:
+        return False
+    return True
+
+
+def _loader(task: str) -> Callable[..., Any]:
+    def load(split: str = DEFAULT_SPLIT, data_dir: str | None = None, dirichlet_concentration: float | None = None,
+             **_: Any):
+        # lm-eval passes all task metadata (model_args, version, ...) as keywords; ignore the rest.
+        return build_dataset(task, split=split, data_dir=data_dir, dirichlet_concentration=dirichlet_concentration)
+
+    load.__name__ = load.__qualname__ = f"load_{task}"
+    return load
+
+
+load_moral_dilemmas = _loader("moral_dilemmas")
+load_moral_anecdotes = _loader("moral_anecdotes")
+load_moral_anecdotes_binary = _loader("moral_anecdotes_binary")
+
+
+def _row(doc: dict) -> dict:
+    # The original Scruples row is kept as a JSON string: its nested fields vary
+    # between rows (``action`` may be null), which Arrow columns do not allow.
+    return json.loads(doc["doc"])
+
+
+def _prompt(task: str) -> Callable[[dict], str]:
+    spec = get_task(task)
+
+    def doc_to_text(doc: dict) -> str:
+        return spec.prompt(_row(doc))
+
+    doc_to_text.__name__ = doc_to_text.__qualname__ = f"doc_to_text_{task}"
+    return doc_to_text
+
+
+doc_to_text_moral_dilemmas = _prompt("moral_dilemmas")
+doc_to_text_moral_anecdotes = _prompt("moral_anecdotes")
+doc_to_text_moral_anecdotes_binary = _prompt("moral_anecdotes_binary")
+
+
+def process_results(doc: dict, results: list) -> dict:
+    """Per-document record, identical under every metric key (lm-eval needs one key per metric)."""
+    option_loglik = np.array([float(r[0]) for r in results])
+    logq = metrics.log_normalize(option_loglik)
+    record = {
+        "doc_id": doc["id"],
+        "q": np.exp(logq).tolist(),
+        "option_loglik": option_loglik.tolist(),
+        "counts": list(doc["counts"]),
+        "fixed_concentration": doc["fixed_concentration"],
+        "prompt_version": PROMPT_VERSION,
+    }
+    out: dict[str, Any] = {name: record for name in metrics.METRIC_NAMES}
+    out["data_source"] = doc["data_source"]
+    return out
+
+
+_CACHE: dict[str, dict[str, float]] = {}
+
+
+def corpus_metrics(records: list[dict]) -> dict[str, float]:
+    """All metrics for one list of per-document records (memoised: lm-eval calls every aggregation)."""
+    loglik = np.array([r["option_loglik"] for r in records], dtype=np.float64)
+    counts = np.array([r["counts"] for r in records], dtype=np.float64)
+    s_fixed = {r["fixed_concentration"] for r in records}
+    if len(s_fixed) != 1:
+        raise ValueError(f"documents disagree on the fixed Dirichlet concentration: {sorted(s_fixed)}")
+    key = hashlib.sha256(loglik.tobytes() + counts.tobytes() + repr(s_fixed).encode()).hexdigest()
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = metrics.compute_metrics(metrics.log_normalize(loglik), counts, s_fixed.pop())
+    return _CACHE[key]
+
+
+def _aggregation(name: str) -> Callable[[list], float]:
+    def aggregate(records: list) -> float:
+        return corpus_metrics(records)[name]
+
+    aggregate.__name__ = aggregate.__qualname__ = f"agg_{name}"
+    return aggregate
+
+
+for _name in metrics.METRIC_NAMES:
+    globals()[f"agg_{_name}"] = _aggregation(_name)
+
+
+def agg_data_source(values: list[str]) -> str:
+    sources = sorted(set(values))
+    return sources[0] if len(sources) == 1 else " + ".join(sources)

@@ -1,0 +1,43 @@
+"""Make lm-eval see our tasks without ``--include_path``.
+
+Called by the startup hook once ``lm_eval.tasks.manager`` has been imported,
+and usable directly (``moral_tasks.lm_eval_plugin.install()``) from Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+
+TASKS_DIR = Path(__file__).parent / "tasks"
+
+
+def _with_our_tasks(include_path):
+    paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+    if not any(Path(p).resolve() == TASKS_DIR.resolve() for p in paths):
+        # First, so that a user's own include_path can still override our tasks.
+        paths.insert(0, str(TASKS_DIR))
+    return paths
+
+
+def install(manager_module=None) -> None:
+    if manager_module is None:
+        import lm_eval.tasks.manager as manager_module
+
+    cls = manager_module.TaskManager
+    if getattr(cls, "_moral_ambiguity_installed", False):
+        return
+    original = cls.__init__
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        if bound.arguments.get("include_defaults", True):
+            bound.arguments["include_path"] = _with_our_tasks(bound.arguments.get("include_path"))
+        original(*bound.args, **bound.kwargs)
+
+    cls.__init__ = __init__
+    cls._moral_ambiguity_installed = True

@@ -1,0 +1,289 @@
+"""Every metric against hand-worked cases and an independent plain-Python/numpy computation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from moral_tasks import metrics as M
+
+SHARED_COUNTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scruples-dev-vote-counts"
+
+
+# ---------------------------------------------------------------- independent reference implementations
+# Written from the definitions with loops and math.*, sharing no code with moral_tasks.metrics.
+
+def ref_q(loglik):
+    out = []
+    for row in loglik:
+        m = max(row)
+        e = [math.exp(x - m) for x in row]
+        out.append([v / sum(e) for v in e])
+    return out
+
+
+def ref_p(counts):
+    return [[c / sum(row) for c in row] for row in counts]
+
+
+def ref_xent(q, counts):
+    tot = 0.0
+    for qi, pi in zip(q, ref_p(counts)):
+        tot += -sum(p * math.log(x) for p, x in zip(pi, qi) if p > 0)
+    return tot / len(q)
+
+
+def ref_temper(q, t):
+    return ref_q([[math.log(x) / t for x in row] for row in q])
+
+
+def ref_dm_nll(q, counts, s):
+    tot = 0.0
+    for qi, ci in zip(q, counts):
+        a = [s * x for x in qi]
+        ll = math.lgamma(s) - math.lgamma(s + sum(ci))
+        ll += sum(math.lgamma(ak + ck) - math.lgamma(ak) for ak, ck in zip(a, ci))
+        tot -= ll
+    return tot / len(q)
+
+
+def ref_majority(row):
+    best = 0
+    for k, c in enumerate(row):
+        if c > row[best]:
+            best = k
+    return best
+
+
+def ref_acc(q, counts):
+    return sum(ref_majority(qi) == ref_majority(ci) for qi, ci in zip(q, counts)) / len(q)
+
+
+def ref_f1_macro(q, counts):
+    y = [ref_majority(c) for c in counts]
+    yhat = [ref_majority(x) for x in q]
+    f1s = []
+    for label in sorted(set(y) | set(yhat)):
+        tp = sum(a == label and b == label for a, b in zip(y, yhat))
+        fp = sum(a != label and b == label for a, b in zip(y, yhat))
+        fn = sum(a == label and b != label for a, b in zip(y, yhat))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / len(f1s)
+
+
+def ref_brier(q, counts):
+    return sum(sum((a - b) ** 2 for a, b in zip(qi, pi)) for qi, pi in zip(q, ref_p(counts))) / len(q)
+
+
+def ref_ece(q, counts, bins=10):
+    items = sorted(((max(qi), ref_majority(qi) == ref_majority(ci)) for qi, ci in zip(q, counts)), key=lambda t: t[0])
+    n, nb = len(items), min(bins, len(items))
+    size, extra = divmod(n, nb)
+    tot, start = 0.0, 0
+    for b in range(nb):
+        chunk = items[start:start + size + (1 if b < extra else 0)]
+        start += len(chunk)
+        conf = sum(c for c, _ in chunk) / len(chunk)
+        acc = sum(ok for _, ok in chunk) / len(chunk)
+        tot += len(chunk) * abs(acc - conf)
+    return tot / n
+
+
+def ref_jsd(q, counts):
+    tot = 0.0
+    for qi, pi in zip(q, ref_p(counts)):
+        m = [(a + b) / 2 for a, b in zip(qi, pi)]
+        kl = lambda x: sum(a * math.log2(a / b) for a, b in zip(x, m) if a > 0)  # noqa: E731
+        tot += math.sqrt(max(0.0, (kl(qi) + kl(pi)) / 2))
+    return tot / len(q)
+
+
+def ref_tvd(q, counts):
+    return sum(0.5 * sum(abs(a - b) for a, b in zip(qi, pi)) for qi, pi in zip(q, ref_p(counts))) / len(q)
+
+
+def grid_argmin(f, lo, hi, n=4001):
+    xs = np.linspace(lo, hi, n)
+    return xs[int(np.argmin([f(x) for x in xs]))]
+
+
+def random_case(seed, n=40, k=5):
+    """An over-confident model of the votes: finite optimal temperature and concentration."""
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(0, 1, size=(n, k))
+    p = np.exp(truth) / np.exp(truth).sum(1, keepdims=True)
+    counts = np.array([rng.multinomial(rng.integers(1, 25), row) for row in p])
+    loglik = 2.0 * truth + rng.normal(0, 0.5, size=(n, k))
+    return loglik, counts
+
+
+# ---------------------------------------------------------------- hand-worked cases
+
+def test_xentropy_hand_worked():
+    # p = (3/4, 1/4), q = (1/2, 1/2): -(3/4 ln 1/2 + 1/4 ln 1/2) = ln 2
+    assert M.xentropy(np.log([[0.5, 0.5]]), [[3, 1]]) == pytest.approx(math.log(2))
+    # p = (1, 0), q = (0.8, 0.2): -ln 0.8; an option with no votes costs nothing even at q = 0
+    assert M.xentropy(np.log([[0.8, 0.2]]), [[5, 0]]) == pytest.approx(-math.log(0.8))
+    assert M.xentropy(np.array([[0.0, -np.inf]]), [[5, 0]]) == 0.0
+
+
+def test_scruples_dirichlet_reference_values():
+    # Scruples' tests/scruples/baselines/test_loss.py: alpha = [1, 1] with counts [0.5, 0.5]
+    # gives 0.9347116558304358; alpha -> 0 with counts [3, 0] gives ln 2.
+    assert M.dirichlet_nll(np.log([[0.5, 0.5]]), [[0.5, 0.5]], 2.0) == pytest.approx(0.9347116558304358, abs=1e-12)
+    assert M.dirichlet_nll(np.log([[0.5, 0.5]]), [[3, 0]], 2e-20) == pytest.approx(math.log(2), abs=1e-12)
+
+
+def test_dirichlet_hand_worked():
+    # alpha = (1, 1), one vote for option 0: P = alpha_0 / sum(alpha) = 1/2
+    assert M.dirichlet_nll(np.log([[0.5, 0.5]]), [[1, 0]], 2.0) == pytest.approx(math.log(2))
+    # alpha = (2, 1), votes (1, 1) in sequence: P = 2/3 * 1/4 = 1/6 (no multinomial coefficient)
+    assert M.dirichlet_nll(np.log([[2 / 3, 1 / 3]]), [[1, 1]], 3.0) == pytest.approx(math.log(6))
+
+
+def test_acc_f1_brier_ece_tvd_hand_worked():
+    logq = np.log([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    counts = [[5, 0], [1, 4], [2, 3], [4, 1]]  # majority: 0, 1, 1, 0; predicted: 0, 0, 1, 1
+    assert M.accuracy(logq, counts) == 0.5
+    assert M.f1_macro(logq, counts) == pytest.approx(0.5)  # both classes: tp=1, fp=1, fn=1
+    # Brier: (0.1^2*2) + (0.4^2*2) + (0.1^2*2) + (0.6^2*2), / 4
+    assert M.brier(logq, counts) == pytest.approx((0.02 + 0.32 + 0.02 + 0.72) / 4)
+    assert M.tvd(logq, counts) == pytest.approx((0.1 + 0.4 + 0.1 + 0.6) / 4)
+    # ECE with 4 docs -> 4 bins of one doc: |1-0.6| + |0-0.7|? sorted conf 0.6(wrong), 0.7(right), 0.8(wrong), 0.9(right)
+    assert M.ece(logq, counts) == pytest.approx((0.6 + 0.3 + 0.8 + 0.1) / 4)
+
+
+def test_jsd_hand_worked():
+    # disjoint supports: JS distance (base 2) is exactly 1; identical: 0
+    assert M.jsd(np.array([[0.0, -np.inf]]), [[0, 3]]) == pytest.approx(1.0)
+    assert M.jsd(np.log([[0.25, 0.75]]), [[1, 3]]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_majority_ties_take_the_first_label():
+    assert M.majority(np.array([[2, 2, 1]]))[0] == 0
+    assert M.accuracy(np.log([[0.2, 0.5, 0.3]]), [[1, 3, 3]]) == 1.0
+
+
+# ---------------------------------------------------------------- against the independent implementation
+
+@pytest.mark.parametrize("seed,k", [(0, 2), (1, 5), (2, 5), (3, 2)])
+def test_all_metrics_match_reference(seed, k):
+    loglik, counts = random_case(seed, k=k)
+    logq = M.log_normalize(loglik)
+    q = ref_q(loglik.tolist())
+    c = counts.tolist()
+    got = M.compute_metrics(logq, counts, fixed_concentration=3.0)
+    assert got["xentropy"] == pytest.approx(ref_xent(q, c), rel=1e-10)
+    assert got["dirichlet_nll_fixed"] == pytest.approx(ref_dm_nll(q, c, 3.0), rel=1e-10)
+    assert got["acc"] == pytest.approx(ref_acc(q, c))
+    assert got["f1_macro"] == pytest.approx(ref_f1_macro(q, c))
+    assert got["brier"] == pytest.approx(ref_brier(q, c), rel=1e-10)
+    assert got["ece"] == pytest.approx(ref_ece(q, c), rel=1e-10)
+    assert got["jsd"] == pytest.approx(ref_jsd(q, c), rel=1e-7)
+    assert got["tvd"] == pytest.approx(ref_tvd(q, c), rel=1e-10)
+
+    # Fitted scalars: the optimum of a fine grid search on the reference objective.
+    log_t = grid_argmin(lambda lt: ref_xent(ref_temper(q, math.exp(lt)), c), -3, 3)
+    assert math.log(got["temperature"]) == pytest.approx(log_t, abs=2e-3)
+    assert got["calibrated_xentropy"] == pytest.approx(ref_xent(ref_temper(q, got["temperature"]), c), rel=1e-10)
+    assert got["calibrated_xentropy"] <= ref_xent(ref_temper(q, math.exp(log_t)), c) + 1e-12
+    log_s = grid_argmin(lambda ls: ref_dm_nll(q, c, math.exp(ls)), -4, 8)
+    assert math.log(got["dirichlet_concentration"]) == pytest.approx(log_s, abs=5e-3)
+    assert got["dirichlet_nll"] == pytest.approx(ref_dm_nll(q, c, got["dirichlet_concentration"]), rel=1e-10)
+    assert got["dirichlet_nll"] <= ref_dm_nll(q, c, math.exp(log_s)) + 1e-12
+
+
+def test_default_fixed_concentration_is_number_of_options():
+    loglik, counts = random_case(5, k=5)
+    logq = M.log_normalize(loglik)
+    assert M.compute_metrics(logq, counts)["dirichlet_nll_fixed"] == pytest.approx(M.dirichlet_nll(logq, counts, 5.0))
+
+
+@pytest.mark.skipif(not SHARED_COUNTS.is_dir(), reason="../shared/data not present")
+@pytest.mark.parametrize("name", ["anecdotes_dev_counts.json", "dilemmas_dev_counts.json"])
+def test_real_scruples_counts_prior_model(name):
+    counts = np.array(json.loads((SHARED_COUNTS / name).read_text()))
+    counts = counts[counts.sum(1) > 0]
+    prior = counts.sum(0) / counts.sum()
+    logq = np.log(np.tile(prior, (len(counts), 1)))
+    got = M.compute_metrics(logq, counts)
+    q, c = np.exp(logq).tolist(), counts.tolist()
+    assert got["xentropy"] == pytest.approx(ref_xent(q, c), rel=1e-10)
+    assert got["dirichlet_nll_fixed"] == pytest.approx(ref_dm_nll(q, c, float(counts.shape[1])), rel=1e-10)
+    assert all(math.isfinite(v) for v in got.values())
+
+
+# ---------------------------------------------------------------- invariants
+
+def count_matrices(k):
+    return arrays(np.int64, st.tuples(st.integers(1, 12), st.just(k)), elements=st.integers(0, 30)).filter(
+        lambda c: (c.sum(1) > 0).all()
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 5).flatmap(lambda k: st.tuples(count_matrices(k), st.integers(0, 10_000))))
+def test_invariants(case):
+    counts, seed = case
+    k = counts.shape[1]
+    rng = np.random.default_rng(seed)
+    logq = M.log_normalize(rng.normal(0, 3, size=counts.shape))
+    p = counts / counts.sum(1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+
+    # Gibbs: q = p minimises the cross-entropy; a perfect model has jsd = tvd = brier = 0.
+    assert M.xentropy(logp, counts) <= M.xentropy(logq, counts) + 1e-12
+    assert M.jsd(logp, counts) == pytest.approx(0.0, abs=1e-7)
+    assert M.tvd(logp, counts) == pytest.approx(0.0, abs=1e-12)
+    assert M.brier(logp, counts) == pytest.approx(0.0, abs=1e-12)
+
+    # Calibration and ML fits can only improve on the raw / fixed values.
+    got = M.compute_metrics(logq, counts, fixed_concentration=float(k))
+    assert got["calibrated_xentropy"] <= got["xentropy"] + 1e-9
+    assert got["dirichlet_nll"] <= got["dirichlet_nll_fixed"] + 1e-9
+    for name in ("jsd", "tvd", "acc", "f1_macro", "ece"):
+        assert 0.0 <= got[name] <= 1.0 + 1e-12
+    assert all(math.isfinite(v) for v in got.values())
+
+    # Permuting options consistently in q and counts changes nothing (ties would change
+    # the first-maximum rule, so the hard-label metrics are compared only without ties).
+    perm = rng.permutation(k)
+    permuted = M.compute_metrics(logq[:, perm], counts[:, perm], fixed_concentration=float(k))
+    # (The fitted temperature and concentration themselves are ill-conditioned where the
+    # objective is flat, so they are compared through the objective they minimise.)
+    soft = ["xentropy", "calibrated_xentropy", "dirichlet_nll", "dirichlet_nll_fixed", "brier", "jsd", "tvd"]
+    for name in soft:
+        assert permuted[name] == pytest.approx(got[name], rel=1e-6, abs=1e-9), name
+    sorted_counts = np.sort(counts, 1)
+    if (sorted_counts[:, -1] > sorted_counts[:, -2]).all():
+        for name in ("acc", "f1_macro", "ece"):
+            assert permuted[name] == pytest.approx(got[name], abs=1e-12), name
+
+    # Permuting documents changes nothing either (corpus metrics are order-free).
+    order = rng.permutation(len(counts))
+    shuffled = M.compute_metrics(logq[order], counts[order], fixed_concentration=float(k))
+    for name in soft + ["acc", "f1_macro"]:
+        assert shuffled[name] == pytest.approx(got[name], rel=1e-6, abs=1e-9), name
+
+
+def test_bad_input_is_rejected_not_nan():
+    with pytest.raises(ValueError, match="at least one vote"):
+        M.xentropy(np.log([[0.5, 0.5]]), [[0, 0]])
+    with pytest.raises(ValueError, match="non-negative"):
+        M.xentropy(np.log([[0.5, 0.5]]), [[-1, 2]])
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        M.xentropy(np.log([[0.5, 0.5]]), [[1, 2, 3]])
+    with pytest.raises(ValueError, match="no documents"):
+        M.xentropy(np.zeros((0, 2)), np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="concentration"):
+        M.dirichlet_nll(np.log([[0.5, 0.5]]), [[1, 2]], 0.0)
+    with pytest.raises(ValueError, match="positive mass"):
+        M.probs_to_logq([[0.0, 0.0]])
