@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scruples_factory import write_scruples
+
+BIN = Path(sys.executable).parent
+
+
+def offline_env(**extra) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    for var in ("MORAL_AMBIGUITY_DATA_DIR", "MORAL_AMBIGUITY_REQUIRE_FULL_DATA", "MORAL_AMBIGUITY_DISABLE_HOOK"):
+        env.pop(var, None)
+    env.update(extra)
+    return env
+
+
+def run(cmd, cwd, env=None, check=True, timeout=600) -> subprocess.CompletedProcess:
+    """Run a command; on failure show its output (the real lm_eval is noisy but its errors matter)."""
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env or offline_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def read_results(output_path: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """The results JSON and the samples per task written by `lm_eval --output_path --log_samples`."""
+    (results_file,) = output_path.rglob("results_*.json")
+    results = json.loads(results_file.read_text())
+    samples = {}
+    for path in output_path.rglob("samples_*.jsonl"):
+        task = path.name[len("samples_"):].rsplit("_", 1)[0]
+        samples[task] = [json.loads(line) for line in path.read_text().splitlines()]
+    return results, samples
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from moral_tasks.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def scruples_dir(tmp_path_factory) -> Path:
+    return write_scruples(tmp_path_factory.mktemp("scruples") / "data", n=10)
