@@ -211,3 +211,18 @@ def test_demo_prints_the_table(tmp_path):
     for task in TASKS:
         assert task in proc.stdout
     assert "xentropy" in proc.stdout and "dirichlet_nll" in proc.stdout and "sample:" in proc.stdout
+
+
+def test_evaluate_module_matches_the_harness(group_run):
+    """`evaluate.load(<path in the package>)` works offline and gives the harness's numbers."""
+    import evaluate
+
+    from moral_tasks.hf_evaluate import MODULE_PATH
+
+    results, samples = group_run
+    metric = evaluate.load(MODULE_PATH)
+    for task in TASKS:
+        records = [s["xentropy"] for s in samples[task]]
+        got = metric.compute(predictions=[r["q"] for r in records], references=[r["counts"] for r in records])
+        for name in M.METRIC_NAMES:
+            assert got[name] == pytest.approx(results["results"][task][f"{name},none"], rel=1e-6, abs=1e-9), name
