@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--layers", type=int, default=2)
     tiny.add_argument("--seed", type=int, default=0)
 
+    sub.add_parser("train", add_help=False, help="fine-tune toward human vote distributions (PEFT adapter); see train --help")
+    sub.add_parser("losses", help="list the available losses (built-in and installed plugins)")
+
     demo = sub.add_parser("demo", help="run the three tasks on the bundled sample with a tiny local model, offline")
     demo.add_argument("--model", help="model folder (default: a fresh tiny random Llama)")
     demo.add_argument("--output-path", help="also write lm-eval results (and samples) here")
@@ -143,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         # Everything after `eval` belongs to lm_eval, including its --help.
         return _cmd_eval(argparse.Namespace(command="eval"), argv[1:])
+    if argv[:1] == ["train"]:
+        from trainers.train import main as train_main
+
+        return train_main(argv[1:])
     args = parser.parse_args(argv)
     from .data import DataError
     from .fetch import FetchError
@@ -158,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_make_tiny_model(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "losses":
+            from loss_plugins import list_losses
+
+            print("\n".join(list_losses()))
+            return 0
     except (DataError, FetchError) as exc:
         print(f"moral-ambiguity: error: {exc}", file=sys.stderr)
         return 2

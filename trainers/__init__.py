@@ -1,0 +1,1 @@
+"""TRL-based fine-tuning toward human vote distributions (see :mod:`trainers.train`)."""

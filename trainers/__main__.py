@@ -1,0 +1,5 @@
+import sys
+
+from trainers.train import main
+
+sys.exit(main())

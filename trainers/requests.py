@@ -1,0 +1,95 @@
+"""Training examples built from lm-eval's own requests, so training sees exactly what is scored.
+
+The prompt text comes from the lm-eval task (our YAML + ``moral_tasks.prompts``),
+including ``--system_instruction`` and the chat template, and it is tokenised
+with the rule of lm-eval's HF backend (``HFLM.tok_encode`` / ``_encode_pair``):
+the context alone is the model input, and each option's single answer token is
+what follows it in the encoding of context + continuation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+
+
+@dataclass
+class Example:
+    doc_id: str
+    input_ids: list[int]
+    answer_ids: list[int]  # one token per option, in label order
+    counts: list[int]
+
+
+def chat_renderer(tokenizer):
+    """lm-eval's ``HFLM.apply_chat_template``: render the messages, retrying without a system turn."""
+
+    def render(chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+        kwargs = dict(tokenize=False, add_generation_prompt=add_generation_prompt,
+                      continue_final_message=not add_generation_prompt)
+        try:
+            return tokenizer.apply_chat_template(chat_history, **kwargs)
+        except jinja2.exceptions.TemplateError:
+            return tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kwargs)
+
+    return render
+
+
+def tok_encode(tokenizer, text: str) -> list[int]:
+    """``HFLM.tok_encode``: default special tokens, unless the text already starts with the BOS text."""
+    prefix_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    kwargs = {}
+    if prefix_id is not None and text.startswith(tokenizer.decode(prefix_id)):
+        kwargs["add_special_tokens"] = False
+    return tokenizer.encode(text, **kwargs)
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """``LM._encode_pair`` for causal models: trailing context spaces move to the continuation."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = tok_encode(tokenizer, context + continuation)
+    context_enc = tok_encode(tokenizer, context)
+    return context_enc, whole[len(context_enc):]
+
+
+def lm_eval_task(task: str, split: str, data_dir: str | None):
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+
+    metadata = {"split": split, **({"data_dir": str(data_dir)} if data_dir else {})}
+    return get_task_dict([task], TaskManager(include_path=str(TASKS_DIR), metadata=metadata))[task]
+
+
+def build_examples(task: str, split: str, tokenizer, *, data_dir: str | None = None, chat_template: bool = False,
+                   system_instruction: str | None = None, limit: int | None = None) -> tuple[list[Example], str]:
+    """Examples for every document of ``split``, and the data provenance one-liner."""
+    lm_task = lm_eval_task(task, split, data_dir)
+    lm_task.build_all_requests(
+        limit=limit, rank=0, world_size=1, system_instruction=system_instruction,
+        apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
+        chat_template=chat_renderer(tokenizer) if chat_template else None,
+    )
+    by_doc: dict[int, list] = {}
+    for inst in lm_task.instances:
+        by_doc.setdefault(inst.doc_id, []).append(inst)
+    examples, sources = [], set()
+    for doc_id in sorted(by_doc):
+        instances = sorted(by_doc[doc_id], key=lambda i: i.idx)
+        doc = instances[0].doc
+        sources.add(doc["data_source"])
+        context_enc, answers = None, []
+        for inst in instances:
+            ctx_enc, cont_enc = encode_pair(tokenizer, *inst.arguments)
+            if len(cont_enc) != 1:
+                raise ValueError(
+                    f"{task}: answer {inst.arguments[1]!r} is {len(cont_enc)} tokens for this tokenizer; "
+                    "the tasks need single-token options"
+                )
+            context_enc = ctx_enc
+            answers.append(cont_enc[0])
+        examples.append(Example(doc["id"], context_enc, answers, list(doc["counts"])))
+    return examples, " + ".join(sorted(sources))
