@@ -2,9 +2,14 @@
 
 The prompt text comes from the lm-eval task (our YAML + ``moral_tasks.prompts``),
 including ``--system_instruction`` and the chat template, and it is tokenised
-with the rule of lm-eval's HF backend (``HFLM.tok_encode`` / ``_encode_pair``):
-the context alone is the model input, and each option's single answer token is
-what follows it in the encoding of context + continuation.
+with the rule of lm-eval's HF backend (``HFLM.tok_encode`` / ``_encode_pair``).
+
+lm-eval moves trailing whitespace of the context into the continuation, so
+under a chat template ending in a newline the continuation of option "A" is
+``["\n", "A"]``. Those leading tokens are the same for every option: they go
+into the model input (``n_prefix`` of them), and the answer token is the last
+one. Their log-probability is a constant shared by all options, so the option
+distribution, and every loss and metric, is exactly lm-eval's.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import jinja2
 @dataclass
 class Example:
     doc_id: str
-    input_ids: list[int]
+    input_ids: list[int]  # context, then the continuation tokens shared by all options
     answer_ids: list[int]  # one token per option, in label order
     counts: list[int]
+    n_prefix: int  # how many shared continuation tokens end input_ids
 
 
 def chat_renderer(tokenizer):
@@ -56,12 +62,12 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 
 
 def lm_eval_task(task: str, split: str, data_dir: str | None):
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from moral_tasks.lm_eval_plugin import TASKS_DIR
 
     metadata = {"split": split, **({"data_dir": str(data_dir)} if data_dir else {})}
-    return get_task_dict([task], TaskManager(include_path=str(TASKS_DIR), metadata=metadata))[task]
+    return TaskManager(include_path=str(TASKS_DIR), metadata=metadata).load([task])["tasks"][task]
 
 
 def build_examples(task: str, split: str, tokenizer, *, data_dir: str | None = None, chat_template: bool = False,
@@ -81,15 +87,14 @@ def build_examples(task: str, split: str, tokenizer, *, data_dir: str | None = N
         instances = sorted(by_doc[doc_id], key=lambda i: i.idx)
         doc = instances[0].doc
         sources.add(doc["data_source"])
-        context_enc, answers = None, []
-        for inst in instances:
-            ctx_enc, cont_enc = encode_pair(tokenizer, *inst.arguments)
-            if len(cont_enc) != 1:
-                raise ValueError(
-                    f"{task}: answer {inst.arguments[1]!r} is {len(cont_enc)} tokens for this tokenizer; "
-                    "the tasks need single-token options"
-                )
-            context_enc = ctx_enc
-            answers.append(cont_enc[0])
-        examples.append(Example(doc["id"], context_enc, answers, list(doc["counts"])))
+        pairs = [encode_pair(tokenizer, *inst.arguments) for inst in instances]
+        inputs = {tuple(ctx + cont[:-1]) for ctx, cont in pairs}
+        if len(inputs) != 1:
+            raise ValueError(
+                f"{task}: the options {[i.arguments[1] for i in instances]!r} do not differ only in their last token "
+                "for this tokenizer; the tasks need single-token options"
+            )
+        ctx, cont = pairs[0]
+        examples.append(Example(doc["id"], list(inputs.pop()), [c[-1] for _, c in pairs], list(doc["counts"]),
+                                len(cont) - 1))
     return examples, " + ".join(sorted(sources))

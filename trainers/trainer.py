@@ -47,8 +47,8 @@ class VoteCollator:
         }
 
 
-def answer_logits(model, inputs: dict) -> torch.Tensor:
-    """Raw logits of the K answer tokens at the answer position (B x K).
+def answer_position_logits(model, inputs: dict) -> torch.Tensor:
+    """Vocabulary logits at the answer position (B x V).
 
     Only the last position's logits are computed (``logits_to_keep=1``), never
     the B x T x V tensor. Positions are counted from the first real token so
@@ -57,7 +57,12 @@ def answer_logits(model, inputs: dict) -> torch.Tensor:
     mask = inputs["attention_mask"]
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
     out = model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=1)
-    last = out.logits[:, -1, :]
+    return out.logits[:, -1, :]
+
+
+def answer_logits(model, inputs: dict) -> torch.Tensor:
+    """Raw logits of the K answer tokens at the answer position (B x K): what every loss receives."""
+    last = answer_position_logits(model, inputs)
     return last.gather(-1, inputs["answer_ids"].to(last.device))
 
 
