@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import metrics
+from . import intervals, metrics
 from .data import DataError, load_split, locate
 from .prompts import PROMPT_VERSION, get_task
 
@@ -27,12 +27,15 @@ VALIDATION_SPLIT = "dev"
 
 
 def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = None,
-                  dirichlet_concentration: float | None = None):
+                  dirichlet_concentration: float | None = None,
+                  bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED):
     """A ``DatasetDict`` with ``test`` = the requested split and ``validation`` = dev.
 
     Columns added to the Scruples rows: ``choices`` (answer letters), ``target``
-    (majority label index), ``counts`` (votes in label order),
-    ``fixed_concentration`` and ``data_source`` (provenance one-liner).
+    (majority label index), ``counts`` (votes in label order), ``scoring``
+    (fixed Dirichlet scale and bootstrap settings: aggregations only see the
+    per-document records, so settings travel with them) and ``data_source``
+    (provenance one-liner).
     """
     import datasets
 
@@ -42,6 +45,10 @@ def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = 
     )
     if not s_fixed > 0:
         raise ValueError(f"{task}: metadata dirichlet_concentration must be > 0, got {dirichlet_concentration!r}")
+    if isinstance(bootstrap_resamples, bool) or not isinstance(bootstrap_resamples, int) or bootstrap_resamples < 0:
+        raise ValueError(f"{task}: metadata bootstrap_resamples must be a whole number >= 0, got {bootstrap_resamples!r}")
+    scoring = {"fixed_concentration": s_fixed, "bootstrap_resamples": bootstrap_resamples,
+               "bootstrap_seed": int(bootstrap_seed)}
 
     def to_dataset(split_name: str):
         loaded = load_split(spec, split_name, data_dir)
@@ -52,7 +59,7 @@ def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = 
                 "choices": list(spec.letters),
                 "target": int(np.argmax(c)),
                 "counts": c,
-                "fixed_concentration": s_fixed,
+                "scoring": scoring,
                 "data_source": loaded.provenance_str,
             }
             for row, c in zip(loaded.rows, loaded.counts)
@@ -78,9 +85,11 @@ def _available(dataset: str, split: str, data_dir: str | None) -> bool:
 
 def _loader(task: str) -> Callable[..., Any]:
     def load(split: str = DEFAULT_SPLIT, data_dir: str | None = None, dirichlet_concentration: float | None = None,
+             bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED,
              **_: Any):
         # lm-eval passes all task metadata (model_args, version, ...) as keywords; ignore the rest.
-        return build_dataset(task, split=split, data_dir=data_dir, dirichlet_concentration=dirichlet_concentration)
+        return build_dataset(task, split=split, data_dir=data_dir, dirichlet_concentration=dirichlet_concentration,
+                             bootstrap_resamples=bootstrap_resamples, bootstrap_seed=bootstrap_seed)
 
     load.__name__ = load.__qualname__ = f"load_{task}"
     return load
@@ -121,40 +130,50 @@ def process_results(doc: dict, results: list) -> dict:
         "q": np.exp(logq).tolist(),
         "option_loglik": option_loglik.tolist(),
         "counts": list(doc["counts"]),
-        "fixed_concentration": doc["fixed_concentration"],
+        "scoring": dict(doc["scoring"]),
         "prompt_version": PROMPT_VERSION,
     }
-    out: dict[str, Any] = {name: record for name in metrics.METRIC_NAMES}
+    out: dict[str, Any] = {name: record for name in RESULT_NAMES}
     out["data_source"] = doc["data_source"]
     return out
 
 
-_CACHE: dict[str, dict[str, float]] = {}
+# Every name an aggregation reports: the metrics, then their 95% bootstrap intervals
+# under keys that cannot collide with lm-eval's "<metric>_stderr".
+RESULT_NAMES = metrics.METRIC_NAMES + tuple(f"{name}_ci95" for name in metrics.METRIC_NAMES)
+_CACHE: dict[str, dict] = {}
 
 
-def corpus_metrics(records: list[dict]) -> dict[str, float]:
-    """All metrics for one list of per-document records (memoised: lm-eval calls every aggregation)."""
+def corpus_metrics(records: list[dict]) -> dict:
+    """Metrics and intervals for one list of per-document records (memoised: lm-eval calls every aggregation)."""
     loglik = np.array([r["option_loglik"] for r in records], dtype=np.float64)
     counts = np.array([r["counts"] for r in records], dtype=np.float64)
-    s_fixed = {r["fixed_concentration"] for r in records}
-    if len(s_fixed) != 1:
-        raise ValueError(f"documents disagree on the fixed Dirichlet concentration: {sorted(s_fixed)}")
-    key = hashlib.sha256(loglik.tobytes() + counts.tobytes() + repr(s_fixed).encode()).hexdigest()
+    settings = {json.dumps(r["scoring"], sort_keys=True) for r in records}
+    if len(settings) != 1:
+        raise ValueError(f"documents disagree on their scoring settings: {sorted(settings)}")
+    key = hashlib.sha256(loglik.tobytes() + counts.tobytes() + next(iter(settings)).encode()).hexdigest()
     if key not in _CACHE:
+        scoring = records[0]["scoring"]
+        logq = metrics.log_normalize(loglik)
+        values: dict = metrics.compute_metrics(logq, counts, scoring["fixed_concentration"])
+        if scoring["bootstrap_resamples"]:
+            cis = intervals.bootstrap_intervals(logq, counts, scoring["fixed_concentration"],
+                                                scoring["bootstrap_resamples"], scoring["bootstrap_seed"])
+            values.update({f"{name}_ci95": [lo, hi] for name, (lo, hi) in cis.items()})
         _CACHE.clear()
-        _CACHE[key] = metrics.compute_metrics(metrics.log_normalize(loglik), counts, s_fixed.pop())
+        _CACHE[key] = values
     return _CACHE[key]
 
 
-def _aggregation(name: str) -> Callable[[list], float]:
-    def aggregate(records: list) -> float:
-        return corpus_metrics(records)[name]
+def _aggregation(name: str) -> Callable[[list], Any]:
+    def aggregate(records: list):
+        return corpus_metrics(records).get(name)
 
     aggregate.__name__ = aggregate.__qualname__ = f"agg_{name}"
     return aggregate
 
 
-for _name in metrics.METRIC_NAMES:
+for _name in RESULT_NAMES:
     globals()[f"agg_{_name}"] = _aggregation(_name)
 
 

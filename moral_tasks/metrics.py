@@ -39,7 +39,7 @@ def log_normalize(option_loglik: np.ndarray) -> np.ndarray:
     return log_softmax(np.asarray(option_loglik, dtype=np.float64), axis=-1)
 
 
-def _check(logq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(logq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logq = np.asarray(logq, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
     if logq.ndim != 2 or logq.shape != counts.shape:
@@ -60,15 +60,15 @@ def majority(counts: np.ndarray) -> np.ndarray:
     return np.argmax(counts, axis=-1)
 
 
-def _xent_rows(logq: np.ndarray, p: np.ndarray) -> np.ndarray:
+def xent_rows(logq: np.ndarray, p: np.ndarray) -> np.ndarray:
     # xlogy-style product so that p = 0 contributes 0 even where q = 0.
     return -(p * np.where(p > 0, logq, 0.0)).sum(-1)
 
 
 def xentropy(logq, counts) -> float:
     """Scruples' soft cross-entropy: mean over docs of -sum_k p_k log q_k (nats)."""
-    logq, counts = _check(logq, counts)
-    return float(_xent_rows(logq, vote_shares(counts)).mean())
+    logq, counts = check_inputs(logq, counts)
+    return float(xent_rows(logq, vote_shares(counts)).mean())
 
 
 def _argmin_1d(f: Callable[[float], float], bounds: tuple[float, float], grid: int = 121) -> float:
@@ -83,19 +83,19 @@ def _argmin_1d(f: Callable[[float], float], bounds: tuple[float, float], grid: i
 
 def fit_temperature(logq, counts) -> float:
     """The T minimising xentropy(softmax(log q / T)) (Scruples' calibration)."""
-    logq, counts = _check(logq, counts)
+    logq, counts = check_inputs(logq, counts)
     p = vote_shares(counts)
-    log_t = _argmin_1d(lambda lt: _xent_rows(log_softmax(logq / np.exp(lt), axis=-1), p).mean(), LOG_T_BOUNDS)
+    log_t = _argmin_1d(lambda lt: xent_rows(log_softmax(logq / np.exp(lt), axis=-1), p).mean(), LOG_T_BOUNDS)
     return float(np.exp(log_t))
 
 
 def calibrated_xentropy(logq, counts, temperature: float | None = None) -> float:
-    logq, counts = _check(logq, counts)
+    logq, counts = check_inputs(logq, counts)
     t = fit_temperature(logq, counts) if temperature is None else temperature
     return xentropy(log_softmax(logq / t, axis=-1), counts)
 
 
-def _dm_nll_rows(logq: np.ndarray, counts: np.ndarray, s: float) -> np.ndarray:
+def dm_nll_rows(logq: np.ndarray, counts: np.ndarray, s: float) -> np.ndarray:
     alpha = s * np.exp(logq)
     n = counts.sum(-1)
     # Options with zero votes contribute lgamma(alpha) - lgamma(alpha) = 0; masking
@@ -111,39 +111,43 @@ def dirichlet_nll(logq, counts, concentration: float) -> float:
     without the multinomial coefficient, so it grows with the number of votes
     per item and must never be compared across datasets.
     """
-    logq, counts = _check(logq, counts)
+    logq, counts = check_inputs(logq, counts)
     if not concentration > 0:
         raise ValueError(f"Dirichlet concentration must be > 0, got {concentration}")
-    return float(_dm_nll_rows(logq, counts, float(concentration)).mean())
+    return float(dm_nll_rows(logq, counts, float(concentration)).mean())
 
 
 def fit_concentration(logq, counts) -> float:
     """Maximum-likelihood s for alpha = s * q over the corpus."""
-    logq, counts = _check(logq, counts)
-    log_s = _argmin_1d(lambda ls: _dm_nll_rows(logq, counts, np.exp(ls)).mean(), LOG_S_BOUNDS)
+    logq, counts = check_inputs(logq, counts)
+    log_s = _argmin_1d(lambda ls: dm_nll_rows(logq, counts, np.exp(ls)).mean(), LOG_S_BOUNDS)
     return float(np.exp(log_s))
 
 
 def accuracy(logq, counts) -> float:
-    logq, counts = _check(logq, counts)
+    logq, counts = check_inputs(logq, counts)
     return float((np.argmax(logq, -1) == majority(counts)).mean())
 
 
 def f1_macro(logq, counts) -> float:
     """Macro F1 against the majority label over the labels that occur (sklearn's default, as Scruples)."""
-    logq, counts = _check(logq, counts)
+    logq, counts = check_inputs(logq, counts)
     return float(f1_score(majority(counts), np.argmax(logq, -1), average="macro", zero_division=0))
+
+
+def brier_rows(q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return ((q - p) ** 2).sum(-1)
 
 
 def brier(logq, counts) -> float:
     """Multi-class Brier score against the vote distribution: mean of sum_k (q_k - p_k)^2."""
-    logq, counts = _check(logq, counts)
-    return float(((np.exp(logq) - vote_shares(counts)) ** 2).sum(-1).mean())
+    logq, counts = check_inputs(logq, counts)
+    return float(brier_rows(np.exp(logq), vote_shares(counts)).mean())
 
 
 def ece(logq, counts, bins: int = ECE_BINS) -> float:
     """Expected calibration error of the top option against the majority label, equal-mass bins."""
-    logq, counts = _check(logq, counts)
+    logq, counts = check_inputs(logq, counts)
     conf = np.exp(logq.max(-1))
     correct = (np.argmax(logq, -1) == majority(counts)).astype(np.float64)
     order = np.argsort(conf, kind="stable")
@@ -153,21 +157,28 @@ def ece(logq, counts, bins: int = ECE_BINS) -> float:
     return float(total / len(order))
 
 
-def jsd(logq, counts) -> float:
-    """Mean Jensen-Shannon distance (base 2, so in [0, 1]) between q and p."""
-    logq, counts = _check(logq, counts)
-    q, p = np.exp(logq), vote_shares(counts)
+def jsd_rows(q: np.ndarray, p: np.ndarray) -> np.ndarray:
     m = (q + p) / 2
     divergence = (rel_entr(q, m) + rel_entr(p, m)).sum(-1) / (2 * np.log(2))
     # scipy.spatial.distance.jensenshannon takes sqrt of a rounding-negative divergence
     # (NaN for q == p); clipping at 0 keeps a perfect model at exactly 0.
-    return float(np.mean(np.sqrt(np.clip(divergence, 0.0, None))))
+    return np.sqrt(np.clip(divergence, 0.0, None))
+
+
+def jsd(logq, counts) -> float:
+    """Mean Jensen-Shannon distance (base 2, so in [0, 1]) between q and p."""
+    logq, counts = check_inputs(logq, counts)
+    return float(jsd_rows(np.exp(logq), vote_shares(counts)).mean())
+
+
+def tvd_rows(q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return 0.5 * np.abs(q - p).sum(-1)
 
 
 def tvd(logq, counts) -> float:
     """Mean total-variation distance 0.5 * sum_k |q_k - p_k|."""
-    logq, counts = _check(logq, counts)
-    return float((0.5 * np.abs(np.exp(logq) - vote_shares(counts)).sum(-1)).mean())
+    logq, counts = check_inputs(logq, counts)
+    return float(tvd_rows(np.exp(logq), vote_shares(counts)).mean())
 
 
 @dataclass(frozen=True)
@@ -201,7 +212,7 @@ def default_concentration(n_options: int) -> float:
 
 def compute_metrics(logq, counts, fixed_concentration: float | None = None) -> dict[str, float]:
     """All metrics of :data:`METRICS` for one corpus."""
-    logq, counts = _check(logq, counts)
+    logq, counts = check_inputs(logq, counts)
     if fixed_concentration is None:
         fixed_concentration = default_concentration(logq.shape[1])
     t = fit_temperature(logq, counts)

@@ -153,7 +153,8 @@ def test_build_dataset_columns_and_split_choice(tmp_path):
     doc = ds["test"][0]
     original = json.loads(doc["doc"])
     assert doc["counts"] == original["gold_annotations"]
-    assert doc["choices"] == ["A", "B"] and doc["fixed_concentration"] == 7.0
+    assert doc["choices"] == ["A", "B"] and doc["scoring"]["fixed_concentration"] == 7.0
+    assert doc["scoring"]["bootstrap_resamples"] == 1000
     assert "dilemmas/train-extra rows=5" in doc["data_source"]
     assert doc["target"] == original["gold_label"]
     assert "dilemmas/dev" in ds["validation"][0]["data_source"]

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import BIN, offline_env, read_results, run
 from moral_tasks import metrics as M
+from moral_tasks.intervals import bootstrap_intervals
 from moral_tasks.prompts import TASKS, get_task
 from test_metrics import ref_dm_nll, ref_q, ref_xent
 
@@ -41,6 +42,8 @@ def test_group_runs_without_include_path(group_run, scruples_dir):
         row = results["results"][task]
         for name in M.METRIC_NAMES:
             assert math.isfinite(row[f"{name},none"]), (task, name)
+            lo, hi = row[f"{name}_ci95,none"]
+            assert math.isfinite(lo) and lo <= hi, (task, name)
         assert row["data_source,none"].startswith(f"full:scruples-v1.0/{get_task(task).dataset}/test rows=10 ")
         assert results["higher_is_better"][task]["xentropy"] is False
         assert len(samples[task]) == 10
@@ -63,9 +66,12 @@ def test_results_equal_metrics_recomputed_from_logged_samples(group_run, task):
     assert row["xentropy,none"] == pytest.approx(ref_xent(q, counts), rel=1e-9)
     k = len(get_task(task).labels)
     assert row["dirichlet_nll_fixed,none"] == pytest.approx(ref_dm_nll(q, counts, float(k)), rel=1e-9)
-    recomputed = M.compute_metrics(np.log(np.array([r["q"] for r in records])), counts)
+    logq = np.log(np.array([r["q"] for r in records]))
+    recomputed = M.compute_metrics(logq, counts)
+    cis = bootstrap_intervals(logq, counts, resamples=1000, seed=0)
     for name in M.METRIC_NAMES:
         assert row[f"{name},none"] == pytest.approx(recomputed[name], rel=1e-6, abs=1e-9), name
+        assert row[f"{name}_ci95,none"] == pytest.approx(list(cis[name]), rel=1e-5, abs=1e-8), name
 
 
 def test_chat_template_and_system_instruction(tiny_model, scruples_dir, tmp_path):
