@@ -197,7 +197,7 @@ def run_side(args) -> dict:
     else:
         dtype = getattr(torch, args.dtype)
     # As Trainer with bf16=True: bf16 weights from _load_model plus autocast (LoRA weights stay fp32).
-    autocast = device.type == "cuda" and dtype == torch.bfloat16
+    autocast = dtype == torch.bfloat16
 
     model, base_params, trainable = _build_model(args, device, dtype)
     cfg = model.get_base_model().config
@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps (default 1)")
     p.add_argument("--loss", default="soft_cross_entropy", help="a registered loss name or module:Class")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="auto: bfloat16 (+ autocast, as Trainer bf16=True) on a bf16 GPU, else float32")
+                   help="auto: bfloat16 on a bf16 GPU, else float32 (as moral-ambiguity train); "
+                        "bfloat16 also runs under autocast, as Trainer with bf16=True")
     p.add_argument("--model", help="a LOCAL model folder instead of the random Llama (vocab/hidden/layers ignored)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--side", choices=["ours", "naive"], help=argparse.SUPPRESS)

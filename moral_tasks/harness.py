@@ -26,16 +26,30 @@ DEFAULT_SPLIT = "test"
 VALIDATION_SPLIT = "dev"
 
 
+DEBIASED = "moral_dilemmas_debiased"
+# Presentation orders of a two-option document: as in the data, and swapped.
+ORDERS = {"AB": (0, 1), "BA": (1, 0)}
+
+
+def _in_order(row: dict, order: tuple[int, ...]) -> dict:
+    """The dilemma with its actions (and vote counts) presented in ``order``."""
+    return {**row, "actions": [row["actions"][i] for i in order],
+            "gold_annotations": [row["gold_annotations"][i] for i in order]}
+
+
 def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = None,
                   dirichlet_concentration: float | None = None,
-                  bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED):
+                  bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED,
+                  both_orders: bool = False):
     """A ``DatasetDict`` with ``test`` = the requested split and ``validation`` = dev.
 
     Columns added to the Scruples rows: ``choices`` (answer letters), ``target``
-    (majority label index), ``counts`` (votes in label order), ``scoring``
-    (fixed Dirichlet scale and bootstrap settings: aggregations only see the
-    per-document records, so settings travel with them) and ``data_source``
-    (provenance one-liner).
+    (majority label index as presented), ``counts`` (votes in the data's label
+    order), ``scoring`` (fixed Dirichlet scale and bootstrap settings:
+    aggregations only see the per-document records, so settings travel with
+    them) and ``data_source`` (provenance one-liner). With ``both_orders``
+    (dilemmas only) every dilemma appears twice, actions as given (``order``
+    "AB") and swapped ("BA"); the aggregation maps them back and averages.
     """
     import datasets
 
@@ -50,19 +64,23 @@ def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = 
     scoring = {"fixed_concentration": s_fixed, "bootstrap_resamples": bootstrap_resamples,
                "bootstrap_seed": int(bootstrap_seed)}
 
+    orders = ORDERS if both_orders else {None: tuple(range(len(spec.labels)))}
+
     def to_dataset(split_name: str):
         loaded = load_split(spec, split_name, data_dir)
         rows = [
             {
                 "id": row["id"],
-                "doc": json.dumps(row, ensure_ascii=False),
+                "doc": json.dumps(row if name is None else _in_order(row, order), ensure_ascii=False),
                 "choices": list(spec.letters),
-                "target": int(np.argmax(c)),
+                "target": int(np.argmax([c[i] for i in order])),
                 "counts": c,
                 "scoring": scoring,
                 "data_source": loaded.provenance_str,
+                **({} if name is None else {"order": name}),
             }
             for row, c in zip(loaded.rows, loaded.counts)
+            for name, order in orders.items()
         ]
         return datasets.Dataset.from_list(rows)
 
@@ -83,19 +101,21 @@ def _available(dataset: str, split: str, data_dir: str | None) -> bool:
     return True
 
 
-def _loader(task: str) -> Callable[..., Any]:
+def _loader(task: str, both_orders: bool = False) -> Callable[..., Any]:
     def load(split: str = DEFAULT_SPLIT, data_dir: str | None = None, dirichlet_concentration: float | None = None,
              bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED,
              **_: Any):
         # lm-eval passes all task metadata (model_args, version, ...) as keywords; ignore the rest.
         return build_dataset(task, split=split, data_dir=data_dir, dirichlet_concentration=dirichlet_concentration,
-                             bootstrap_resamples=bootstrap_resamples, bootstrap_seed=bootstrap_seed)
+                             bootstrap_resamples=bootstrap_resamples, bootstrap_seed=bootstrap_seed,
+                             both_orders=both_orders)
 
-    load.__name__ = load.__qualname__ = f"load_{task}"
+    load.__name__ = load.__qualname__ = f"load_{DEBIASED if both_orders else task}"
     return load
 
 
 load_moral_dilemmas = _loader("moral_dilemmas")
+load_moral_dilemmas_debiased = _loader("moral_dilemmas", both_orders=True)
 load_moral_anecdotes = _loader("moral_anecdotes")
 load_moral_anecdotes_binary = _loader("moral_anecdotes_binary")
 
@@ -133,7 +153,11 @@ def process_results(doc: dict, results: list) -> dict:
         "scoring": dict(doc["scoring"]),
         "prompt_version": PROMPT_VERSION,
     }
-    out: dict[str, Any] = {name: record for name in RESULT_NAMES}
+    names = RESULT_NAMES
+    if "order" in doc:
+        record["order"] = doc["order"]
+        names += DEBIASED_NAMES
+    out: dict[str, Any] = {name: record for name in names}
     out["data_source"] = doc["data_source"]
     return out
 
@@ -141,28 +165,60 @@ def process_results(doc: dict, results: list) -> dict:
 # Every name an aggregation reports: the metrics, then their 95% bootstrap intervals
 # under keys that cannot collide with lm-eval's "<metric>_stderr".
 RESULT_NAMES = metrics.METRIC_NAMES + tuple(f"{name}_ci95" for name in metrics.METRIC_NAMES)
+# Only moral_dilemmas_debiased reports these: mean |q_AB - q_BA| (mapped back) over dilemmas.
+DEBIASED_NAMES = ("order_effect", "order_effect_ci95")
 _CACHE: dict[str, dict] = {}
+
+
+def _debias(records: list[dict]) -> tuple[list[dict], np.ndarray]:
+    """Average each dilemma's two presentation orders, mapped back to the data's order."""
+    by_id: dict[str, dict] = {}
+    for r in records:
+        by_id.setdefault(r["doc_id"], {})[r["order"]] = r
+    unpaired = [doc_id for doc_id, pair in by_id.items() if set(pair) != set(ORDERS)]
+    if unpaired:
+        raise ValueError(
+            f"{DEBIASED}: {len(unpaired)} dilemma(s) were scored in only one order (e.g. {unpaired[0]}); "
+            "every dilemma needs both, so use an even --limit"
+        )
+    combined, effects = [], []
+    for pair in by_id.values():
+        # Presented option i is original option order[i], so argsort(order) maps back.
+        q = {name: np.exp(metrics.log_normalize(pair[name]["option_loglik"]))[np.argsort(order)]
+             for name, order in ORDERS.items()}
+        effects.append(abs(q["AB"][0] - q["BA"][0]))
+        mean_q = (q["AB"] + q["BA"]) / 2
+        combined.append({**pair["AB"], "option_loglik": np.log(mean_q).tolist()})
+    return combined, np.array(effects)
 
 
 def corpus_metrics(records: list[dict]) -> dict:
     """Metrics and intervals for one list of per-document records (memoised: lm-eval calls every aggregation)."""
-    loglik = np.array([r["option_loglik"] for r in records], dtype=np.float64)
-    counts = np.array([r["counts"] for r in records], dtype=np.float64)
     settings = {json.dumps(r["scoring"], sort_keys=True) for r in records}
     if len(settings) != 1:
         raise ValueError(f"documents disagree on their scoring settings: {sorted(settings)}")
-    key = hashlib.sha256(loglik.tobytes() + counts.tobytes() + next(iter(settings)).encode()).hexdigest()
-    if key not in _CACHE:
-        scoring = records[0]["scoring"]
-        logq = metrics.log_normalize(loglik)
-        values: dict = metrics.compute_metrics(logq, counts, scoring["fixed_concentration"])
-        if scoring["bootstrap_resamples"]:
-            cis = intervals.bootstrap_intervals(logq, counts, scoring["fixed_concentration"],
-                                                scoring["bootstrap_resamples"], scoring["bootstrap_seed"])
-            values.update({f"{name}_ci95": [lo, hi] for name, (lo, hi) in cis.items()})
-        _CACHE.clear()
-        _CACHE[key] = values
-    return _CACHE[key]
+    key = hashlib.sha256(json.dumps([[r["doc_id"], r.get("order"), r["option_loglik"], r["counts"]] for r in records])
+                         .encode() + next(iter(settings)).encode()).hexdigest()
+    if key in _CACHE:
+        return _CACHE[key]
+    scoring = records[0]["scoring"]
+    resamples, seed = scoring["bootstrap_resamples"], scoring["bootstrap_seed"]
+    effects = None
+    if "order" in records[0]:
+        records, effects = _debias(records)
+    logq = metrics.log_normalize(np.array([r["option_loglik"] for r in records], dtype=np.float64))
+    counts = np.array([r["counts"] for r in records], dtype=np.float64)
+    values: dict = metrics.compute_metrics(logq, counts, scoring["fixed_concentration"])
+    if resamples:
+        cis = intervals.bootstrap_intervals(logq, counts, scoring["fixed_concentration"], resamples, seed)
+        values.update({f"{name}_ci95": list(ci) for name, ci in cis.items()})
+    if effects is not None:
+        values["order_effect"] = float(effects.mean())
+        if resamples:
+            values["order_effect_ci95"] = list(intervals.mean_interval(effects, resamples, seed))
+    _CACHE.clear()
+    _CACHE[key] = values
+    return values
 
 
 def _aggregation(name: str) -> Callable[[list], Any]:
@@ -173,7 +229,7 @@ def _aggregation(name: str) -> Callable[[list], Any]:
     return aggregate
 
 
-for _name in RESULT_NAMES:
+for _name in RESULT_NAMES + DEBIASED_NAMES:
     globals()[f"agg_{_name}"] = _aggregation(_name)
 
 

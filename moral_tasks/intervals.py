@@ -134,6 +134,17 @@ def _grid(center: float, bounds: tuple[float, float]) -> np.ndarray:
 def bootstrap_intervals(logq, counts, fixed_concentration: float | None = None, resamples: int = DEFAULT_RESAMPLES,
                         seed: int = DEFAULT_SEED, level: float = LEVEL) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval (``level``, default 95%) of every metric."""
-    tail = 100 * (1 - level) / 2
     draws = bootstrap_metrics(logq, counts, fixed_concentration, resamples, seed)
-    return {name: tuple(float(x) for x in np.percentile(v, [tail, 100 - tail])) for name, v in draws.items()}
+    return {name: _percentiles(v, level) for name, v in draws.items()}
+
+
+def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+    tail = 100 * (1 - level) / 2
+    return tuple(float(x) for x in np.percentile(draws, [tail, 100 - tail]))
+
+
+def mean_interval(values, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                  level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-document ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    return _percentiles(resample_weights(len(values), resamples, seed) @ values / len(values), level)

@@ -61,12 +61,14 @@ def test_interval_of_a_mean_matches_its_standard_error_on_real_counts():
     assert lo < rows.mean() < hi
 
 
-def test_yaml_reports_every_metric_and_interval():
-    """The task YAML lists exactly the names the harness computes (the YAML cannot import Python)."""
-    text = (Path(harness.__file__).parent / "tasks" / "_default_template_yaml").read_text()
-    listed = [entry["metric"] for entry in yaml.load(text.replace("!function ", ""), Loader=yaml.SafeLoader)["metric_list"]]
-    assert listed == list(harness.RESULT_NAMES) + ["data_source"]
-    for entry in yaml.load(text.replace("!function ", ""), Loader=yaml.SafeLoader)["metric_list"]:
+@pytest.mark.parametrize("path,extra", [("_default_template_yaml", []),
+                                        ("moral_dilemmas/moral_dilemmas_debiased.yaml", list(harness.DEBIASED_NAMES))])
+def test_yaml_reports_every_metric_and_interval(path, extra):
+    """The task YAMLs list exactly the names the harness computes (a YAML cannot import Python)."""
+    text = (Path(harness.__file__).parent / "tasks" / path).read_text()
+    entries = yaml.load(text.replace("!function ", ""), Loader=yaml.SafeLoader)["metric_list"]
+    assert [entry["metric"] for entry in entries] == list(harness.RESULT_NAMES) + extra + ["data_source"]
+    for entry in entries:
         assert entry["aggregation"] == f"moral_tasks.harness.agg_{entry['metric']}"
         metric = next((m for m in M.METRICS if m.name == entry["metric"]), None)
         if metric is not None:
