@@ -162,7 +162,7 @@ def best_scores(counts, *, prior_counts=None, n_samples: int = 2000, seed: int =
     alpha = fit_dirichlet_prior(prior)
     posterior = alpha + counts
     soft = counts / counts.sum(1, keepdims=True)
-    majority = k - 1 - counts[:, ::-1].argmax(1)
+    majority = counts.argmax(1)
     true_count = np.bincount(majority, minlength=k)
 
     rng = np.random.default_rng(seed)
