@@ -1,7 +1,8 @@
-"""Make lm-eval see our tasks without ``--include_path``.
+"""Make lm-eval see our tasks and model types without ``--include_path`` or imports.
 
-Called by the startup hook once ``lm_eval.tasks.manager`` has been imported,
-and usable directly (``moral_tasks.lm_eval_plugin.install()``) from Python.
+Called by the startup hook once ``lm_eval.tasks.manager`` (tasks) or
+``lm_eval.api.registry`` (model types) has been imported, and usable directly
+from Python (``install()``, ``install_models()``).
 """
 
 from __future__ import annotations
@@ -41,3 +42,17 @@ def install(manager_module=None) -> None:
 
     cls.__init__ = __init__
     cls._moral_ambiguity_installed = True
+
+
+def install_models(registry_module=None) -> None:
+    """Register our model types as lazy placeholders (imported only when used)."""
+    if registry_module is None:
+        import lm_eval.api.registry as registry_module
+    # Built-ins load only while the registry is empty: load them first, or `--model hf` breaks.
+    import lm_eval.models  # noqa: F401
+
+    from .models import MODELS
+
+    for name, target in MODELS.items():
+        if name not in registry_module.model_registry:
+            registry_module.model_registry.register(name, target=target)

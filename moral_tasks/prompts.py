@@ -65,6 +65,14 @@ def anecdote_binary_prompt(doc: dict) -> str:
     )
 
 
+def encoder_inputs(dataset: str, doc: dict) -> list:
+    """What an encoder baseline reads (Scruples' baselines): one text per action for dilemmas
+    (a two-choice ranker), the (title, text) pair for anecdotes (a classifier)."""
+    if dataset == "dilemmas":
+        return [a["description"] for a in doc["actions"]]
+    return [doc["title"], doc["text"]]
+
+
 def dilemma_counts(doc: dict) -> list:
     return list(doc["gold_annotations"])
 

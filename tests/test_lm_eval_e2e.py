@@ -173,8 +173,8 @@ def test_failed_registration_warns_instead_of_raising(monkeypatch):
     module = types.ModuleType("fake")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _PatchingLoader(Inner()).exec_module(module)
-    assert module.executed and "could not register tasks" in str(caught[0].message)
+        _PatchingLoader(Inner(), "install").exec_module(module)
+    assert module.executed and "could not register with lm-eval" in str(caught[0].message)
 
 
 def test_regular_wheel_install_finds_tasks(tiny_model, scruples_dir, tmp_path):

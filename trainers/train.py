@@ -8,15 +8,11 @@ places tensors on devices by hand).
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
 from pathlib import Path
 
-log = logging.getLogger(__name__)
-
-CARD_NAME = "moral_ambiguity_card.json"
+from .common import add_common_arguments, as_dataset, early_stopping, run_training, training_kwargs, write_card
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -25,17 +21,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p = parser or argparse.ArgumentParser(prog="moral-ambiguity train", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="base model: a local folder or a Hugging Face hub id")
     p.add_argument("--task", required=True, choices=list(TASKS))
-    p.add_argument("--loss", default="soft_cross_entropy",
-                   help="a loss name (see `moral-ambiguity losses`) or module:Class")
     p.add_argument("--output", required=True, help="output folder: the PEFT adapter (or full model) and its card")
-    p.add_argument("--data-dir", help="Scruples folder (default: the search order of the tasks)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--eval-split", default="dev", help="split for evaluation and early stopping ('none' to skip)")
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (overrides --epochs)")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--grad-accum", type=int, default=1)
+    add_common_arguments(p, lr=1e-4)
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-alpha", type=int, default=None, help="default: 2 * lora_r")
     p.add_argument("--lora-targets", default="all-linear", help="comma-separated module names, or all-linear")
@@ -43,12 +30,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--load-in-4bit", action="store_true", help="QLoRA: 4-bit NF4 base via bitsandbytes")
     p.add_argument("--chat-template", action="store_true", help="train on chat-formatted prompts (evaluate with --apply_chat_template)")
     p.add_argument("--system-instruction", help="as lm_eval --system_instruction")
-    p.add_argument("--eval-steps", type=int, default=50)
-    p.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without a better dev xentropy")
-    p.add_argument("--limit-train", type=int, help="use only the first N training documents")
-    p.add_argument("--limit-eval", type=int, help="use only the first N evaluation documents")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --output")
     return p
 
 
@@ -88,19 +69,10 @@ def _peft_config(args):
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def _as_dataset(examples):
-    import datasets
-
-    return datasets.Dataset.from_list([vars(e) for e in examples])
-
-
 def train(args: argparse.Namespace) -> dict:
-    import torch
-    from transformers import AutoTokenizer, EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers import AutoTokenizer
 
     from loss_plugins import get_loss
-    from moral_tasks.metrics import METRIC_NAMES
     from moral_tasks.prompts import PROMPT_VERSION, get_task
 
     from .requests import build_examples
@@ -119,49 +91,21 @@ def train(args: argparse.Namespace) -> dict:
         build_examples(args.task, args.eval_split, tokenizer, limit=args.limit_eval, **common) if do_eval else ([], None)
     )
 
-    on_gpu = torch.cuda.is_available()
-    config = VoteTrainingConfig(
-        output_dir=str(output),
-        task=args.task,
-        loss=args.loss,
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        seed=args.seed,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        use_cpu=not on_gpu,
-        logging_steps=max(1, min(args.eval_steps, 10)),
-        eval_strategy="steps" if do_eval else "no",
-        eval_steps=args.eval_steps,
-        save_strategy="steps",
-        save_steps=args.eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=do_eval,
-        metric_for_best_model="eval_xentropy" if do_eval else None,
-        greater_is_better=False,
-    )
+    config = VoteTrainingConfig(task=args.task, loss=args.loss, **training_kwargs(args, output, do_eval))
     model = _load_model(args, tokenizer)
     trainer = VoteTrainer(
         model=model,
         args=config,
-        train_dataset=_as_dataset(train_examples),
-        eval_dataset=_as_dataset(eval_examples) if do_eval else None,
+        train_dataset=as_dataset([vars(e) for e in train_examples]),
+        eval_dataset=as_dataset([vars(e) for e in eval_examples]) if do_eval else None,
         processing_class=tokenizer,
         data_collator=VoteCollator(tokenizer.pad_token_id),
         peft_config=_peft_config(args),
         compute_metrics=metrics_from_predictions if do_eval else None,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=args.patience)] if do_eval else None,
+        callbacks=early_stopping(args, do_eval),
         loss_fn=loss_fn,
     )
-    resume = None if args.no_resume or not output.is_dir() else get_last_checkpoint(str(output))
-    if resume:
-        log.warning("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
-    final = trainer.evaluate() if do_eval else {}
-    trainer.save_model(str(output))
+    final = run_training(trainer, args, output, do_eval)
     tokenizer.save_pretrained(str(output))
 
     card = {
@@ -177,14 +121,10 @@ def train(args: argparse.Namespace) -> dict:
         "adapter": "full" if args.full else ("qlora" if args.load_in_4bit else "lora"),
         "train_data": train_source,
         "eval_data": eval_source,
-        "steps": trainer.state.global_step,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "final_dev_metrics": {k: final[f"eval_{k}"] for k in ("loss", *METRIC_NAMES) if f"eval_{k}" in final},
-        "seed": args.seed,
+        "final_dev_metrics": final,
         "lm_eval_model_args": f"pretrained={args.model},peft={output}" if not args.full else f"pretrained={output}",
     }
-    if trainer.is_world_process_zero():
-        (output / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    write_card(trainer, output, card)
     return card
 
 

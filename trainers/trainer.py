@@ -66,7 +66,14 @@ def answer_logits(model, inputs: dict) -> torch.Tensor:
     return last.gather(-1, inputs["answer_ids"].to(last.device))
 
 
-class VoteTrainer(SFTTrainer):
+class VoteLossMixin:
+    """Loss and evaluation for any Trainer whose model yields K option logits per example.
+
+    Subclasses define ``option_logits(model, inputs) -> B x K``; the loss plugin
+    turns them and ``inputs["counts"]`` into the training objective, and
+    evaluation hands the logits and counts to ``compute_metrics``.
+    """
+
     # The loss is a per-example mean of the micro-batch, so Trainer must divide by the
     # gradient-accumulation steps itself (it would not for a model that accepts loss kwargs).
     loss_is_scaled_for_ga = False
@@ -75,19 +82,30 @@ class VoteTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn if loss_fn is not None else get_loss(self.args.loss)()
 
+    def option_logits(self, model, inputs: dict) -> torch.Tensor:
+        raise NotImplementedError
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = answer_logits(model, inputs)
+        logits = self.option_logits(model, inputs)
         loss = self.loss_fn(logits, inputs["counts"].to(logits.device))
-        return (loss, {"answer_logits": logits}) if return_outputs else loss
+        return (loss, {"option_logits": logits}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # SFTTrainer's version expects token logits and `labels`; ours are K answer logits and vote counts.
+        # Trainer's (and SFTTrainer's) version expects token logits and `labels`; ours are
+        # K option logits and vote counts.
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
         if prediction_loss_only:
             return loss.detach(), None, None
-        return loss.detach(), outputs["answer_logits"].float(), inputs["counts"]
+        return loss.detach(), outputs["option_logits"].float(), inputs["counts"]
+
+
+class VoteTrainer(VoteLossMixin, SFTTrainer):
+    """SFTTrainer on the K answer-token logits of a causal LM."""
+
+    def option_logits(self, model, inputs: dict) -> torch.Tensor:
+        return answer_logits(model, inputs)
 
 
 def metrics_from_predictions(eval_pred) -> dict[str, float]:

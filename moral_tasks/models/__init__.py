@@ -1,0 +1,5 @@
+"""lm-eval model types of moral-ambiguity, registered lazily by :mod:`moral_tasks.lm_eval_plugin`."""
+
+MODELS = {
+    "hf-encoder-classifier": "moral_tasks.models.encoder_classifier:EncoderClassifierLM",
+}
