@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", add_help=False, help="fine-tune toward human vote distributions (PEFT adapter); see train --help")
     sub.add_parser("train-encoder", add_help=False,
                    help="train BERT/RoBERTa-style baselines with the same losses; see train-encoder --help")
+    sub.add_parser("best", add_help=False, help="BEST oracle ceiling of vote counts (JSON); see best --help")
     sub.add_parser("losses", help="list the available losses (built-in and installed plugins)")
 
     demo = sub.add_parser("demo", help="run the three tasks on the bundled sample with a tiny local model, offline")
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainers.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["best"]:
+        from .best import main as best_main
+
+        return best_main(argv[1:])
     if argv[:1] == ["train-encoder"]:
         from trainers.encoder import main as encoder_main
 

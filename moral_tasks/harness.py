@@ -19,10 +19,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import intervals, metrics
+from .best import best_scores
 from .data import DataError, load_split, locate
 from .prompts import PROMPT_VERSION, get_task
 
 DEFAULT_SPLIT = "test"
+DEFAULT_BEST_SAMPLES = 2000
 VALIDATION_SPLIT = "dev"
 
 
@@ -37,10 +39,16 @@ def _in_order(row: dict, order: tuple[int, ...]) -> dict:
             "gold_annotations": [row["gold_annotations"][i] for i in order]}
 
 
+def _human_counts(row: dict) -> list | None:
+    # Dilemmas' dev/test splits have 5 more "human performance" votes per item (zeros elsewhere).
+    human = row.get("human_perf_annotations")
+    return list(human) if human and sum(human) > 0 else None
+
+
 def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = None,
                   dirichlet_concentration: float | None = None,
                   bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED,
-                  both_orders: bool = False):
+                  best_samples: int = DEFAULT_BEST_SAMPLES, both_orders: bool = False):
     """A ``DatasetDict`` with ``test`` = the requested split and ``validation`` = dev.
 
     Columns added to the Scruples rows: ``choices`` (answer letters), ``target``
@@ -59,10 +67,11 @@ def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = 
     )
     if not s_fixed > 0:
         raise ValueError(f"{task}: metadata dirichlet_concentration must be > 0, got {dirichlet_concentration!r}")
-    if isinstance(bootstrap_resamples, bool) or not isinstance(bootstrap_resamples, int) or bootstrap_resamples < 0:
-        raise ValueError(f"{task}: metadata bootstrap_resamples must be a whole number >= 0, got {bootstrap_resamples!r}")
+    for name, value, least in (("bootstrap_resamples", bootstrap_resamples, 0), ("best_samples", best_samples, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{task}: metadata {name} must be a whole number >= {least}, got {value!r}")
     scoring = {"fixed_concentration": s_fixed, "bootstrap_resamples": bootstrap_resamples,
-               "bootstrap_seed": int(bootstrap_seed)}
+               "bootstrap_seed": int(bootstrap_seed), "best_samples": best_samples}
 
     orders = ORDERS if both_orders else {None: tuple(range(len(spec.labels)))}
 
@@ -75,6 +84,7 @@ def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = 
                 "choices": list(spec.letters),
                 "target": int(np.argmax([c[i] for i in order])),
                 "counts": c,
+                "human_counts": _human_counts(row),
                 "scoring": scoring,
                 "data_source": loaded.provenance_str,
                 **({} if name is None else {"order": name}),
@@ -104,11 +114,11 @@ def _available(dataset: str, split: str, data_dir: str | None) -> bool:
 def _loader(task: str, both_orders: bool = False) -> Callable[..., Any]:
     def load(split: str = DEFAULT_SPLIT, data_dir: str | None = None, dirichlet_concentration: float | None = None,
              bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED,
-             **_: Any):
+             best_samples: int = DEFAULT_BEST_SAMPLES, **_: Any):
         # lm-eval passes all task metadata (model_args, version, ...) as keywords; ignore the rest.
         return build_dataset(task, split=split, data_dir=data_dir, dirichlet_concentration=dirichlet_concentration,
                              bootstrap_resamples=bootstrap_resamples, bootstrap_seed=bootstrap_seed,
-                             both_orders=both_orders)
+                             best_samples=best_samples, both_orders=both_orders)
 
     load.__name__ = load.__qualname__ = f"load_{DEBIASED if both_orders else task}"
     return load
@@ -150,6 +160,7 @@ def process_results(doc: dict, results: list) -> dict:
         "q": np.exp(logq).tolist(),
         "option_loglik": option_loglik.tolist(),
         "counts": list(doc["counts"]),
+        "human_counts": doc["human_counts"],
         "scoring": dict(doc["scoring"]),
         "prompt_version": PROMPT_VERSION,
     }
@@ -164,7 +175,15 @@ def process_results(doc: dict, results: list) -> dict:
 
 # Every name an aggregation reports: the metrics, then their 95% bootstrap intervals
 # under keys that cannot collide with lm-eval's "<metric>_stderr".
-RESULT_NAMES = metrics.METRIC_NAMES + tuple(f"{name}_ci95" for name in metrics.METRIC_NAMES)
+# BEST: the Scruples oracle ceiling for the documents evaluated (its _ci95 is +-1.96
+# Monte-Carlo standard errors of the estimate, not a sampling interval).
+BEST_NAMES = {"best_xentropy": "xentropy", "best_acc": "accuracy", "best_f1_macro": "f1_macro"}
+RESULT_NAMES = (
+    metrics.METRIC_NAMES
+    + tuple(f"{name}_ci95" for name in metrics.METRIC_NAMES)
+    + tuple(BEST_NAMES)
+    + tuple(f"{name}_ci95" for name in BEST_NAMES)
+)
 # Only moral_dilemmas_debiased reports these: mean |q_AB - q_BA| (mapped back) over dilemmas.
 DEBIASED_NAMES = ("order_effect", "order_effect_ci95")
 _CACHE: dict[str, dict] = {}
@@ -192,6 +211,19 @@ def _debias(records: list[dict]) -> tuple[list[dict], np.ndarray]:
     return combined, np.array(effects)
 
 
+def _best(counts: np.ndarray, records: list[dict], scoring: dict) -> dict:
+    human = [r.get("human_counts") for r in records]
+    # As Scruples: for dilemmas the prior is fitted on gold + human-performance votes.
+    prior = counts + np.array(human) if all(h is not None for h in human) else None
+    est = best_scores(counts.astype(np.int64), prior_counts=None if prior is None else prior.astype(np.int64),
+                      n_samples=scoring["best_samples"], seed=scoring["bootstrap_seed"])
+    out = {}
+    for name, key in BEST_NAMES.items():
+        half = 1.96 * est[f"{key}_stderr"]
+        out[name], out[f"{name}_ci95"] = est[key], [est[key] - half, est[key] + half]
+    return out
+
+
 def corpus_metrics(records: list[dict]) -> dict:
     """Metrics and intervals for one list of per-document records (memoised: lm-eval calls every aggregation)."""
     settings = {json.dumps(r["scoring"], sort_keys=True) for r in records}
@@ -212,6 +244,7 @@ def corpus_metrics(records: list[dict]) -> dict:
     if resamples:
         cis = intervals.bootstrap_intervals(logq, counts, scoring["fixed_concentration"], resamples, seed)
         values.update({f"{name}_ci95": list(ci) for name, ci in cis.items()})
+    values.update(_best(counts, records, scoring))
     if effects is not None:
         values["order_effect"] = float(effects.mean())
         if resamples:

@@ -10,7 +10,7 @@ import pytest
 from moral_tasks import harness
 from moral_tasks import metrics as M
 
-SCORING = {"fixed_concentration": 2.0, "bootstrap_resamples": 50, "bootstrap_seed": 0}
+SCORING = {"fixed_concentration": 2.0, "bootstrap_resamples": 50, "bootstrap_seed": 0, "best_samples": 200}
 
 
 def record(doc_id, order, q, counts):

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import BIN, offline_env, read_results, run
 from moral_tasks import metrics as M
+from moral_tasks.best import best_scores
 from moral_tasks.intervals import bootstrap_intervals
 from moral_tasks.prompts import TASKS, get_task
 from test_metrics import ref_dm_nll, ref_q, ref_xent
@@ -72,6 +73,11 @@ def test_results_equal_metrics_recomputed_from_logged_samples(group_run, task):
     for name in M.METRIC_NAMES:
         assert row[f"{name},none"] == pytest.approx(recomputed[name], rel=1e-6, abs=1e-9), name
         assert row[f"{name}_ci95,none"] == pytest.approx(list(cis[name]), rel=1e-5, abs=1e-8), name
+    best = best_scores(np.array(counts), n_samples=2000, seed=0)
+    for name, key in (("best_xentropy", "xentropy"), ("best_acc", "accuracy"), ("best_f1_macro", "f1_macro")):
+        assert row[f"{name},none"] == pytest.approx(best[key], rel=1e-12)
+        lo, hi = row[f"{name}_ci95,none"]
+        assert (hi - lo) / 2 == pytest.approx(1.96 * best[f"{key}_stderr"], rel=1e-9)
 
 
 def test_chat_template_and_system_instruction(tiny_model, scruples_dir, tmp_path):
