@@ -73,7 +73,7 @@ def test_results_equal_metrics_recomputed_from_logged_samples(group_run, task):
     for name in M.METRIC_NAMES:
         assert row[f"{name},none"] == pytest.approx(recomputed[name], rel=1e-6, abs=1e-9), name
         assert row[f"{name}_ci95,none"] == pytest.approx(list(cis[name]), rel=1e-5, abs=1e-8), name
-    best = best_scores(np.array(counts), n_samples=2000, seed=0)
+    best = best_scores(np.array(counts), n_samples=1000, seed=0)
     for name, key in (("best_xentropy", "xentropy"), ("best_acc", "accuracy"), ("best_f1_macro", "f1_macro")):
         assert row[f"{name},none"] == pytest.approx(best[key], rel=1e-12)
         lo, hi = row[f"{name}_ci95,none"]

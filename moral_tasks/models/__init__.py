@@ -2,4 +2,6 @@
 
 MODELS = {
     "hf-encoder-classifier": "moral_tasks.models.encoder_classifier:EncoderClassifierLM",
+    "openai-chat-logprobs": "moral_tasks.models.openai_chat:OpenAIChatLogprobs",
+    "openai-chat-sampling": "moral_tasks.models.openai_chat:OpenAIChatSampling",
 }
