@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", add_help=False, help="fine-tune toward human vote distributions (PEFT adapter); see train --help")
     sub.add_parser("train-encoder", add_help=False,
                    help="train BERT/RoBERTa-style baselines with the same losses; see train-encoder --help")
+    sub.add_parser("leaderboard", add_help=False,
+                   help="run and compare models, adapters and API models; see leaderboard --help")
     sub.add_parser("best", add_help=False, help="BEST oracle ceiling of vote counts (JSON); see best --help")
     sub.add_parser("losses", help="list the available losses (built-in and installed plugins)")
 
@@ -153,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainers.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["leaderboard"]:
+        from .leaderboard.cli import main as leaderboard_main
+
+        return leaderboard_main(argv[1:])
     if argv[:1] == ["best"]:
         from .best import main as best_main
 

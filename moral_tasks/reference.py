@@ -15,13 +15,16 @@ import numpy as np
 from . import metrics as M
 
 
-def constant_rows(counts, fixed_concentration: float | None = None) -> dict[str, dict[str, float]]:
+def constant_predictions(counts) -> dict[str, np.ndarray]:
+    """log q of the uniform and the prior rows, one row per document."""
     counts = np.asarray(counts, dtype=np.float64)
     n, k = counts.shape
-    uniform = np.full((n, k), -np.log(k))
-    prior = np.tile(np.log(M.vote_shares(counts).mean(0)), (n, 1))
+    return {"uniform": np.full((n, k), -np.log(k)), "prior": np.tile(np.log(M.vote_shares(counts).mean(0)), (n, 1))}
+
+
+def constant_rows(counts, fixed_concentration: float | None = None) -> dict[str, dict[str, float]]:
     return {name: M.compute_metrics(logq, counts, fixed_concentration)
-            for name, logq in (("uniform", uniform), ("prior", prior))}
+            for name, logq in constant_predictions(counts).items()}
 
 
 def human_row(gold_counts, human_counts) -> dict[str, float]:
