@@ -51,3 +51,26 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def scruples_dir(tmp_path_factory) -> Path:
     return write_scruples(tmp_path_factory.mktemp("scruples") / "data", n=10)
+
+
+class AdapterFactory:
+    """LoRA adapters of the tiny model trained on the bundled sample, each trained once per session."""
+
+    def __init__(self, model: Path, root: Path):
+        self.model, self.root, self._done = model, root, {}
+
+    def get(self, loss: str, steps: int = 200) -> Path:
+        if (loss, steps) not in self._done:
+            from moral_tasks.data import SAMPLE_DIR
+
+            out = self.root / f"{loss}-{steps}"
+            run([BIN / "moral-ambiguity", "train", "--model", self.model, "--task", "moral_dilemmas", "--loss", loss,
+                 "--output", out, "--data-dir", SAMPLE_DIR, "--batch-size", "8", "--seed", "0", "--max-steps", str(steps),
+                 "--lr", "3e-3", "--eval-split", "none"], cwd=self.root)
+            self._done[(loss, steps)] = out
+        return self._done[(loss, steps)]
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_model, tmp_path_factory) -> AdapterFactory:
+    return AdapterFactory(tiny_model, tmp_path_factory.mktemp("adapters"))

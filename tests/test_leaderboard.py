@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import BIN, offline_env, run
+from conftest import BIN, run
 from moral_tasks.data import SAMPLE_DIR
 from moral_tasks.leaderboard.collect import read_results_folder
 from moral_tasks.leaderboard.config import ConfigError, load_board
@@ -90,11 +90,8 @@ def test_collect_survives_lm_eval_quirks(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_board_with_base_adapter_and_cache(tiny_model, tmp_path):
-    adapter = tmp_path / "adapter"
-    run([BIN / "moral-ambiguity", "train", "--model", tiny_model, "--task", "moral_dilemmas", "--output", adapter,
-         "--data-dir", SAMPLE_DIR, "--max-steps", "40", "--lr", "3e-3", "--eval-split", "none", "--seed", "0"],
-        cwd=tmp_path)
+def test_end_to_end_board_with_base_adapter_and_cache(tiny_model, adapters, tmp_path):
+    adapter = adapters.get("soft_cross_entropy")
     board = write(tmp_path / "board.yaml", (
         "tasks: [moral_dilemmas]\n"
         f"metadata: {{data_dir: '{SAMPLE_DIR}', split: train, bootstrap_resamples: 200}}\n"
