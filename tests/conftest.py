@@ -41,11 +41,13 @@ def read_results(output_path: Path) -> tuple[dict, dict[str, list[dict]]]:
     return results, samples
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    from moral_tasks.tiny_model import make_tiny_model
+FIXTURES = Path(__file__).parent / "fixtures"
 
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The committed tiny Llama (built by make_tiny_model); tests/fixtures/tiny-llama.gguf is the same network."""
+    return FIXTURES / "tiny-llama"
 
 
 @pytest.fixture(scope="session")

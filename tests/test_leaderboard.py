@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN, run
+from llama_server import llama_server  # noqa: F401  (fixture)
 from moral_tasks.data import SAMPLE_DIR
 from moral_tasks.leaderboard.collect import read_results_folder
 from moral_tasks.leaderboard.config import ConfigError, load_board
@@ -90,28 +91,35 @@ def test_collect_survives_lm_eval_quirks(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_board_with_base_adapter_and_cache(tiny_model, adapters, tmp_path):
-    adapter = adapters.get("soft_cross_entropy")
+def test_end_to_end_board_base_two_adapters_and_an_api_model(tiny_model, adapters, llama_server, tmp_path):  # noqa: F811
+    """The issue's "done when": one command, base + two adapters + an API model on llama.cpp; rerun from cache."""
+    sce, dm = adapters.get("soft_cross_entropy"), adapters.get("dirichlet_multinomial")
     board = write(tmp_path / "board.yaml", (
         "tasks: [moral_dilemmas]\n"
         f"metadata: {{data_dir: '{SAMPLE_DIR}', split: train, bootstrap_resamples: 200}}\n"
         "entries:\n"
         f"  - {{name: tiny-base, model: hf, model_args: 'pretrained={tiny_model}'}}\n"
-        f"  - {{name: tiny-tuned, model: hf, model_args: 'pretrained={tiny_model},peft={adapter}'}}\n"
+        f"  - {{name: tiny-sce, model: hf, model_args: 'pretrained={tiny_model},peft={sce}'}}\n"
+        f"  - {{name: tiny-dm, model: hf, model_args: 'pretrained={tiny_model},peft={dm}'}}\n"
+        f"  - {{name: tiny-api, model: openai-chat-logprobs, apply_chat_template: true,\n"
+        f"      model_args: 'model=tiny,base_url={llama_server},top_logprobs=2048,cache_dir={tmp_path / 'api-cache'}'}}\n"
+        "compare: [[tiny-sce, tiny-api]]\n"
     ))
     out = tmp_path / "board"
-    first = run([BIN / "moral-ambiguity", "leaderboard", "--config", board, "--output", out], cwd=tmp_path)
-    assert "0 of 2 runs cached, 2 to run" in first.stderr
+    cmd = [BIN / "moral-ambiguity", "leaderboard", "--config", board, "--output", out]
+    first = run(cmd, cwd=tmp_path)
+    assert "0 of 4 runs cached, 4 to run" in first.stderr
     rows = list(csv.DictReader(open(out / "leaderboard.csv")))
-    entries = {r["entry"] for r in rows}
-    assert {"tiny-base", "tiny-tuned", "BEST", "prior", "uniform"} <= entries
+    assert {"tiny-base", "tiny-sce", "tiny-dm", "tiny-api", "BEST", "prior", "uniform"} <= {r["entry"] for r in rows}
     xent = {r["entry"]: float(r["value"]) for r in rows if r["metric"] == "xentropy"}
-    assert xent["tiny-tuned"] < xent["tiny-base"]
+    assert xent["tiny-sce"] < xent["tiny-base"] and xent["tiny-dm"] < xent["tiny-base"]
     assert all(r["ci_low"] not in ("", "None") for r in rows if r["entry"] == "tiny-base")
     md = (out / "leaderboard.md").read_text()
-    assert "gap closed" in md and "tiny-tuned | tiny-base" in md and "sample:scruples-v1.0/dilemmas/train" in md
-    assert (out / "leaderboard.html").stat().st_size > 10_000
-    # Nothing changed: the rerun runs nothing.
-    again = run([BIN / "moral-ambiguity", "leaderboard", "--config", board, "--output", out], cwd=tmp_path)
-    assert "2 of 2 runs cached, 0 to run" in again.stderr
+    assert "gap closed" in md and "| moral_dilemmas | tiny-sce | tiny-api |" in md
+    assert "| moral_dilemmas | tiny-dm | tiny-base |" in md and "sample:scruples-v1.0/dilemmas/train" in md
+    html = (out / "leaderboard.html").read_text()
+    assert "tiny-api" in html and html.count("data:image/png;base64") >= 3
+    # Nothing changed: the rerun runs nothing and writes the same numbers.
+    again = run(cmd, cwd=tmp_path)
+    assert "4 of 4 runs cached, 0 to run" in again.stderr
     assert list(csv.DictReader(open(out / "leaderboard.csv"))) == rows

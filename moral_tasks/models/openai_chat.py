@@ -6,7 +6,8 @@ the answer letter:
 
 * ``openai-chat-logprobs``: one call per question with ``max_tokens=1``,
   ``logprobs=true`` and ``top_logprobs`` (max 20 on OpenAI). Tokens are merged
-  by their stripped text (" A" and "A" are one option). An option missing from
+  by their stripped text (" A" and "A" are one option; ``merge_whitespace=false``
+  keeps only the exact letter, which is what lm-eval's HF backend scores). An option missing from
   the top-k gets a share of the leftover probability mass, as OpinionQA does:
   ``min(smallest top-k probability, leftover / n_missing)``; the missing mass of
   every question is recorded (``readout_path``) and summarised in the log.
@@ -203,19 +204,19 @@ class _ChatAPI(LM):
         raise NotImplementedError(f"{type(self).__name__} only answers multiple-choice tasks ({', '.join(TASKS)})")
 
 
-def merge_top_logprobs(top: list[dict]) -> dict[str, float]:
-    """Log-probability per stripped token text (" A", "A" and "A\\n" are one answer)."""
+def merge_top_logprobs(top: list[dict], merge_whitespace: bool = True) -> dict[str, float]:
+    """Log-probability per token text; with ``merge_whitespace``, " A", "A" and "A\\n" are one answer."""
     merged: dict[str, float] = {}
     for entry in top:
-        text = entry["token"].strip()
+        text = entry["token"].strip() if merge_whitespace else entry["token"]
         lp = float(entry["logprob"])
         merged[text] = lp if text not in merged else max(merged[text], lp) + math.log1p(math.exp(-abs(merged[text] - lp)))
     return merged
 
 
-def readout(top: list[dict], options: list[str]) -> tuple[dict[str, float], float]:
+def readout(top: list[dict], options: list[str], merge_whitespace: bool = True) -> tuple[dict[str, float], float]:
     """Option log-probabilities from a top-k list, and the probability mass of missing options."""
-    merged = merge_top_logprobs(top)
+    merged = merge_top_logprobs(top, merge_whitespace)
     present = {o: merged[o] for o in options if o in merged}
     missing = [o for o in options if o not in present]
     if not missing:
@@ -228,9 +229,12 @@ def readout(top: list[dict], options: list[str]) -> tuple[dict[str, float], floa
 
 
 class OpenAIChatLogprobs(_ChatAPI):
-    def __init__(self, *args, top_logprobs: int = 20, readout_path: str | None = None, **kwargs):
+    def __init__(self, *args, top_logprobs: int = 20, readout_path: str | None = None, merge_whitespace=True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.top_logprobs = int(top_logprobs)
+        # lm-eval passes model_args values as strings or parsed literals.
+        self.merge_whitespace = str(merge_whitespace).lower() not in ("false", "0", "no")
         self.readout_path = readout_path
         self.missing: list[float] = []
 
@@ -243,7 +247,7 @@ class OpenAIChatLogprobs(_ChatAPI):
         except (KeyError, IndexError, TypeError):
             raise APIModelError(f"{self.base_url}: the response has no top_logprobs (does the API support "
                                 "logprobs? use openai-chat-sampling otherwise): " + json.dumps(body)[:300]) from None
-        logprobs, missing = readout(top, options)
+        logprobs, missing = readout(top, options, self.merge_whitespace)
         self.missing.append(missing)
         if self.readout_path:
             with open(self.readout_path, "a") as fh:
