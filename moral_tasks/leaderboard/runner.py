@@ -26,6 +26,9 @@ from moral_tasks.prompts import PROMPT_VERSION, get_task
 from .config import DEBIASED, Board, Entry
 
 DONE = "run.json"
+# model_args whose local folders hold weights: their contents are part of the run key.
+# (Not e.g. an API model's cache_dir, which changes with every run.)
+MODEL_FOLDER_ARGS = ("pretrained", "peft", "delta", "tokenizer", "lora_local_path")
 
 
 def _data_fingerprint(task: str, metadata: dict) -> str:
@@ -50,7 +53,7 @@ def run_key(entry: Entry, task: str, metadata: dict) -> str:
         "task": task,
         "metadata": metadata,
         "data": _data_fingerprint(task, metadata),
-        "folders": {k: _folder_fingerprint(v) for k, v in entry.args().items()},
+        "folders": {k: _folder_fingerprint(v) for k, v in entry.args().items() if k in MODEL_FOLDER_ARGS},
         "prompt_version": PROMPT_VERSION,
         "moral_ambiguity": __version__,
     }
