@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from llama_server import llama_server  # noqa: F401  (fixture, optional for board_run)
 from scruples_factory import write_scruples
 
 BIN = Path(sys.executable).parent
@@ -76,3 +77,42 @@ class AdapterFactory:
 @pytest.fixture(scope="session")
 def adapters(tiny_model, tmp_path_factory) -> AdapterFactory:
     return AdapterFactory(tiny_model, tmp_path_factory.mktemp("adapters"))
+
+
+@pytest.fixture(scope="session")
+def board_run(request, tiny_model, adapters, tmp_path_factory):
+    """One leaderboard over base, two adapters (one per loss) and, where llama.cpp is installed, an API model.
+
+    Shared by the trainer's round-trip test and the leaderboard tests: every lm_eval run is real and
+    each is done once per session.
+    """
+    import csv
+    from types import SimpleNamespace
+
+    from moral_tasks.data import SAMPLE_DIR
+
+    try:
+        api_url = request.getfixturevalue("llama_server")
+    except pytest.skip.Exception:
+        api_url = None
+    root = tmp_path_factory.mktemp("board")
+    sce, dm = adapters.get("soft_cross_entropy"), adapters.get("dirichlet_multinomial")
+    text = (
+        "tasks: [moral_dilemmas]\n"
+        f"metadata: {{data_dir: '{SAMPLE_DIR}', split: train, bootstrap_resamples: 200}}\n"
+        "entries:\n"
+        f"  - {{name: tiny-base, model: hf, model_args: 'pretrained={tiny_model}'}}\n"
+        f"  - {{name: tiny-sce, model: hf, model_args: 'pretrained={tiny_model},peft={sce}'}}\n"
+        f"  - {{name: tiny-dm, model: hf, model_args: 'pretrained={tiny_model},peft={dm}'}}\n"
+    )
+    if api_url:
+        text += (f"  - {{name: tiny-api, model: openai-chat-logprobs, apply_chat_template: true,\n"
+                 f"      model_args: 'model=tiny,base_url={api_url},top_logprobs=2048,cache_dir={root / 'api-cache'}'}}\n"
+                 "compare: [[tiny-sce, tiny-api]]\n")
+    config = root / "board.yaml"
+    config.write_text(text)
+    cmd = [BIN / "moral-ambiguity", "leaderboard", "--config", config, "--output", root / "out"]
+    proc = run(cmd, cwd=root)
+    with open(root / "out" / "leaderboard.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    return SimpleNamespace(cmd=cmd, root=root, out=root / "out", proc=proc, rows=rows, api=api_url is not None)

@@ -80,24 +80,6 @@ def test_results_equal_metrics_recomputed_from_logged_samples(group_run, task):
         assert (hi - lo) / 2 == pytest.approx(1.96 * best[f"{key}_stderr"], rel=1e-9)
 
 
-def test_chat_template_and_system_instruction(tiny_model, scruples_dir, tmp_path):
-    run(lm_eval_cmd(tiny_model, scruples_dir, tmp_path / "chat", "moral_dilemmas", "--apply_chat_template",
-                    "--system_instruction", "You are a careful ethicist.", "--limit", "3"), cwd=tmp_path)
-    run(lm_eval_cmd(tiny_model, scruples_dir, tmp_path / "plain", "moral_dilemmas", "--system_instruction",
-                    "You are a careful ethicist.", "--limit", "3"), cwd=tmp_path)
-    _, chat = read_results(tmp_path / "chat")
-    _, plain = read_results(tmp_path / "plain")
-    chat_args = chat["moral_dilemmas"][0]["arguments"]
-    plain_args = plain["moral_dilemmas"][0]["arguments"]
-    # Under a chat template lm-eval drops the space before the choice; without one it keeps it.
-    assert [a["arg_1"] for a in chat_args.values()] == ["A", "B"]
-    assert [a["arg_1"] for a in plain_args.values()] == [" A", " B"]
-    ctx = chat_args["gen_args_0"]["arg_0"]
-    assert "<|system|>\nYou are a careful ethicist." in ctx and ctx.endswith("<|assistant|>\n")
-    assert plain_args["gen_args_0"]["arg_0"].startswith("You are a careful ethicist.")
-    assert plain_args["gen_args_0"]["arg_0"].endswith("Answer:")
-
-
 def test_split_and_fixed_concentration_from_metadata(tiny_model, scruples_dir, tmp_path):
     meta = json.dumps({"data_dir": str(scruples_dir), "split": "train-extra", "dirichlet_concentration": 3.5})
     cmd = [LM_EVAL, "--model", "hf", "--model_args", f"pretrained={tiny_model}", "--tasks", "moral_dilemmas",
@@ -122,11 +104,9 @@ def test_bad_data_file_gives_a_clear_error(tiny_model, tmp_path):
     assert f"{bad / 'test.scruples-dilemmas.jsonl'}:1: invalid JSON" in proc.stderr
 
 
-def test_validate_and_ls(tmp_path):
-    proc = run([BIN / "lm-eval", "validate", "--tasks", "moral_ambiguity"], cwd=tmp_path)
+def test_validate(tmp_path):
+    proc = run([BIN / "lm-eval", "validate", "--tasks", "moral_ambiguity,moral_dilemmas_debiased"], cwd=tmp_path)
     assert "All tasks found and valid" in proc.stdout + proc.stderr
-    listed = run([BIN / "lm-eval", "ls", "tasks"], cwd=tmp_path).stdout
-    assert "moral_dilemmas" in listed and "moral_anecdotes_binary" in listed
 
 
 def test_hook_can_be_switched_off(tmp_path):
