@@ -55,7 +55,7 @@ def test_training_lowers_dev_xentropy(encoders, task):
 def test_lm_eval_model_type_reproduces_the_classifier(encoders, tmp_path):
     meta = json.dumps({"data_dir": str(SAMPLE_DIR), "split": "dev"})
     run([BIN / "lm_eval", "--model", "hf-encoder-classifier", "--model_args", f"pretrained={encoders}",
-         "--tasks", "moral_ambiguity,moral_dilemmas_debiased", "--metadata", meta, "--log_samples",
+         "--tasks", "moral_ambiguity,moral_dilemmas_debiased", "--metadata", meta, "--log_samples", "--limit", "16",
          "--output_path", tmp_path / "o"], cwd=tmp_path)
     results, samples = read_results(tmp_path / "o")
     from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification, AutoTokenizer
