@@ -9,8 +9,9 @@
 Both sides use the same random Llama (untied embeddings, Llama-3's 128,256-token vocabulary
 by default) or a local ``--model`` folder, the same LoRA (r=16, alpha=32, all-linear, as
 ``moral-ambiguity train`` does by default) and the same left-padded batch built by
-``trainers.trainer.VoteCollator``. Each side runs in its own process (this script
-re-invokes itself with ``--side``), so peak-memory numbers cannot mix.
+``trainers.trainer.VoteCollator``. Each side runs in its own processes (this script
+re-invokes itself with ``--side``), so peak-memory numbers cannot mix: one process times
+the steps, another measures the peak memory of one step (see "memory probes" below).
 
     python benchmarks/train_speed.py --quick                         # CPU, < 2 min
     python benchmarks/train_speed.py --device cuda --output train_speed.json
@@ -43,6 +44,15 @@ LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", 
 
 
 # --------------------------------------------------------------------------- memory probes
+#
+# Time and memory are measured in separate processes. On CPU the memory process runs with glibc
+# set to mmap every block of 128 KiB or more and to hand it back on free (CPU_MALLOC_ENV), so that
+# peak RSS tracks the tensors a step holds. With glibc's defaults, freed blocks of up to 32 MiB
+# stay in its heap, and RSS shows the fragmentation left by earlier steps instead: the quick run's
+# 'ours' read ~500 MB that way instead of ~250 MB. The same setting makes every step fault in
+# fresh pages, which slowed 'ours' by ~60% on 2 cores, so the timing process keeps the defaults.
+CPU_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
 
 def _proc_status_kb(field: str) -> int | None:
     try:
@@ -65,15 +75,15 @@ def _reset_cpu_peak() -> bool:
         return False
 
 
-def _ru_maxrss_kb() -> int:
+def _ru_maxrss_mb() -> float:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
 class MemoryProbe:
-    """Peak memory of the measured window (warm-up + timed steps) on one device."""
+    """Peak memory of the steps run between start() and stop() on one device."""
 
     def __init__(self, device):
         import torch
@@ -85,24 +95,25 @@ class MemoryProbe:
         gc.collect()
         if self.cuda:
             self.torch.cuda.synchronize()
-            self.torch.cuda.empty_cache()
             self.torch.cuda.reset_peak_memory_stats()
             self.baseline_mb = self.torch.cuda.memory_allocated() / 2**20
-            self.kind = ("cuda_max_memory_allocated: peak bytes held in tensors by torch's CUDA allocator during "
-                         "the warm-up and timed steps, model weights included (baseline_mem_mb); "
-                         "peak_increase_mb = peak - baseline")
-        else:
-            self.reset_ok = _reset_cpu_peak()
-            rss = _proc_status_kb("VmRSS")
-            if self.reset_ok and rss is not None:
-                self.baseline_mb = rss / 1024
-                self.kind = ("cpu_peak_rss_increase: process peak RSS (VmHWM, reset via /proc/self/clear_refs just "
-                             "before the warm-up step) minus the RSS at that moment, i.e. what the warm-up + timed "
-                             "training steps added on top of model, LoRA and batch (baseline_mem_mb)")
-            else:  # no resettable peak: ru_maxrss is a lifetime high-water mark
-                self.baseline_mb = _ru_maxrss_kb() / 1024
-                self.kind = ("cpu_ru_maxrss_increase: getrusage ru_maxrss after the steps minus ru_maxrss before "
-                             "(a lifetime high-water mark: underestimates if building the model peaked higher)")
+            self.kind = ("cuda_max_memory_allocated: torch.cuda.max_memory_allocated() during one steady-state "
+                         "training step: peak bytes held in tensors, model weights, LoRA, optimizer state and "
+                         "batch included (those are baseline_mem_mb); peak_increase_mb = peak - baseline")
+            return
+        malloc = {k: os.environ[k] for k in CPU_MALLOC_ENV if k in os.environ}
+        rss = _proc_status_kb("VmRSS")
+        self.reset_ok = rss is not None and _reset_cpu_peak()
+        if self.reset_ok:
+            self.baseline_mb = rss / 1024
+            self.kind = ("cpu_peak_rss_increase: process peak RSS (VmHWM, reset via /proc/self/clear_refs) during "
+                         "one steady-state training step minus the RSS just before it (baseline_mem_mb: model, "
+                         "LoRA, optimizer state, batch); "
+                         + (f"glibc malloc {malloc}: blocks >= 128 KiB are mmap'ed and returned on free, so RSS "
+                            "tracks live memory" if malloc else "default malloc: may include heap fragmentation"))
+        else:  # no resettable peak mark (not Linux): report the process's lifetime peak RSS
+            self.baseline_mb = None
+            self.kind = "cpu_ru_maxrss_total: getrusage ru_maxrss, the lifetime peak RSS of the process (not an increase)"
 
     def stop(self) -> dict:
         if self.cuda:
@@ -110,10 +121,11 @@ class MemoryProbe:
             total = self.torch.cuda.max_memory_allocated() / 2**20
             return {"peak_mem_mb": round(total, 1), "peak_increase_mb": round(total - self.baseline_mb, 1),
                     "baseline_mem_mb": round(self.baseline_mb, 1), "peak_mem_kind": self.kind}
-        if self.reset_ok:
-            peak = (_proc_status_kb("VmHWM") or 0) / 1024
-        else:
-            peak = _ru_maxrss_kb() / 1024
+        if not self.reset_ok:
+            peak = _ru_maxrss_mb()
+            return {"peak_mem_mb": round(peak, 1), "peak_increase_mb": None, "baseline_mem_mb": None,
+                    "peak_rss_mb": round(peak, 1), "peak_mem_kind": self.kind}
+        peak = (_proc_status_kb("VmHWM") or 0) / 1024
         inc = max(0.0, peak - self.baseline_mb)
         return {"peak_mem_mb": round(inc, 1), "peak_increase_mb": round(inc, 1),
                 "baseline_mem_mb": round(self.baseline_mb, 1), "peak_rss_mb": round(peak, 1),
@@ -227,20 +239,21 @@ def run_side(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    probe = MemoryProbe(device)
-    probe.start()
-    first_loss = None
-    for _ in range(args.warmup):
-        first_loss = step()
+    first_loss = step()  # warm-up, neither timed nor measured
+    for _ in range(args.warmup - 1):
+        step()
+    if args.measure == "memory":
+        probe = MemoryProbe(device)
+        probe.start()
+        step()
+        return probe.stop()
     times = []
     for _ in range(args.steps):
         sync()
         t0 = time.perf_counter()
-        last = step()
+        step()
         sync()
         times.append(time.perf_counter() - t0)
-        first_loss = last if first_loss is None else first_loss
-    mem = probe.stop()
 
     if device.type == "cuda":
         device_name = f"cuda: {torch.cuda.get_device_name(device)}"
@@ -249,7 +262,6 @@ def run_side(args) -> dict:
     return {
         "step_s": round(statistics.median(times), 4),
         "step_times_s": [round(t, 4) for t in times],
-        **mem,
         "first_loss": first_loss,
         "_meta": {
             "vocab": cfg.vocab_size,
@@ -267,8 +279,8 @@ def run_side(args) -> dict:
 
 # --------------------------------------------------------------------------- driver
 
-def _side_argv(args, side: str) -> list[str]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--device", args.device,
+def _side_argv(args, side: str, measure: str) -> list[str]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--measure", measure, "--device", args.device,
             "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--vocab", str(args.vocab),
             "--hidden-size", str(args.hidden_size), "--layers", str(args.layers), "--steps", str(args.steps),
             "--warmup", str(args.warmup), "--loss", args.loss, "--dtype", args.dtype, "--seed", str(args.seed)]
@@ -279,17 +291,28 @@ def _side_argv(args, side: str) -> list[str]:
     return argv
 
 
-def _run_child(args, side: str) -> dict:
+def _run_child(args, side: str, measure: str) -> dict:
+    env = dict(os.environ)
+    if measure == "memory" and not args.device.startswith("cuda"):
+        env.update({k: v for k, v in CPU_MALLOC_ENV.items() if k not in env})
     t0 = time.perf_counter()
-    proc = subprocess.run(_side_argv(args, side), stdout=subprocess.PIPE, text=True)  # stderr passes through
-    wall = time.perf_counter() - t0
+    proc = subprocess.run(_side_argv(args, side, measure), stdout=subprocess.PIPE, text=True, env=env)  # stderr passes
+    wall = round(time.perf_counter() - t0, 1)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
-            result = json.loads(line[len(MARK):])
-            result["process_wall_s"] = round(wall, 1)
-            return result
+            return {**json.loads(line[len(MARK):]), f"{measure}_process_wall_s": wall}
     why = f"killed by signal {-proc.returncode} (out of memory?)" if proc.returncode < 0 else f"exit code {proc.returncode}"
-    return {"error": f"the {side} process printed no result: {why}", "process_wall_s": round(wall, 1)}
+    return {"error": f"the {side} {measure} process printed no result: {why}", f"{measure}_process_wall_s": wall}
+
+
+def _run_side(args, side: str) -> dict:
+    timing = _run_child(args, side, "time")
+    memory = _run_child(args, side, "memory")
+    errors = [r.pop("error") for r in (timing, memory) if "error" in r]
+    out = {**timing, **memory}
+    if errors:
+        out["error"] = "; ".join(errors)
+    return out
 
 
 def _ratio(a, b):
@@ -309,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int)
     p.add_argument("--intermediate-size", type=int, help="default: 4 x hidden size")
     p.add_argument("--steps", type=int, help="timed steps after the warm-up; the median is reported")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps (default 1)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps (default 1, at least 1)")
     p.add_argument("--loss", default="soft_cross_entropy", help="a registered loss name or module:Class")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 on a bf16 GPU, else float32 (as moral-ambiguity train); "
@@ -317,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="a LOCAL model folder instead of the random Llama (vocab/hidden/layers ignored)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--side", choices=["ours", "naive"], help=argparse.SUPPRESS)
+    p.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     defaults = QUICK if args.quick else FULL
@@ -324,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
 
+    args.warmup = max(1, args.warmup)
     if args.side:  # child process: measure one side, print one JSON line
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         print(MARK + json.dumps(run_side(args)), flush=True)
@@ -335,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     t0 = time.perf_counter()
-    sides = {side: _run_child(args, side) for side in ("ours", "naive")}
+    sides = {side: _run_side(args, side) for side in ("ours", "naive")}
     meta = next((s.pop("_meta") for s in sides.values() if "_meta" in s), {})
     for s in sides.values():
         s.pop("_meta", None)
@@ -361,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": "torch.optim.AdamW(lr=1e-4) on the LoRA parameters",
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
+        "memory_step": "peak_mem_mb is measured in a separate process, on one step after the warm-up",
         "peak_mem_kind": ours.get("peak_mem_kind") or naive.get("peak_mem_kind"),
         "ratio_peak_mem": _ratio(naive.get("peak_mem_mb"), ours.get("peak_mem_mb")),
         "ratio_peak_increase": _ratio(naive.get("peak_increase_mb"), ours.get("peak_increase_mb")),
