@@ -189,7 +189,7 @@ DEBIASED_NAMES = ("order_effect", "order_effect_ci95")
 _CACHE: dict[str, dict] = {}
 
 
-def _debias(records: list[dict]) -> tuple[list[dict], np.ndarray]:
+def debias(records: list[dict]) -> tuple[list[dict], np.ndarray]:
     """Average each dilemma's two presentation orders, mapped back to the data's order."""
     by_id: dict[str, dict] = {}
     for r in records:
@@ -237,7 +237,7 @@ def corpus_metrics(records: list[dict]) -> dict:
     resamples, seed = scoring["bootstrap_resamples"], scoring["bootstrap_seed"]
     effects = None
     if "order" in records[0]:
-        records, effects = _debias(records)
+        records, effects = debias(records)
     logq = metrics.log_normalize(np.array([r["option_loglik"] for r in records], dtype=np.float64))
     counts = np.array([r["counts"] for r in records], dtype=np.float64)
     values: dict = metrics.compute_metrics(logq, counts, scoring["fixed_concentration"])

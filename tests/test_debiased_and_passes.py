@@ -23,7 +23,7 @@ def test_debias_maps_the_swapped_order_back_and_averages():
     # means P(original second) = 0.6, i.e. P(original first) = 0.4. Mean: 0.6; order effect 0.4.
     records = [record("d1", "AB", [0.8, 0.2], [4, 1]), record("d1", "BA", [0.6, 0.4], [4, 1]),
                record("d2", "BA", [0.3, 0.7], [0, 5]), record("d2", "AB", [0.5, 0.5], [0, 5])]
-    combined, effects = harness._debias(records)
+    combined, effects = harness.debias(records)
     q = {r["doc_id"]: np.exp(r["option_loglik"]) for r in combined}
     assert q["d1"] == pytest.approx([0.6, 0.4]) and q["d2"] == pytest.approx([0.6, 0.4])
     assert sorted(effects) == pytest.approx([0.2, 0.4])

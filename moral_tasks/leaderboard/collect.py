@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from moral_tasks import metrics as M
-from moral_tasks.harness import BEST_NAMES, DEBIASED_NAMES, _debias
+from moral_tasks.harness import BEST_NAMES, DEBIASED_NAMES, debias
 
 REPORTED = (*M.METRIC_NAMES, *BEST_NAMES, DEBIASED_NAMES[0])
 
@@ -59,7 +59,7 @@ def _record(sample: dict) -> dict:
 def documents(records: list[dict]) -> list[dict]:
     """One record per document: a debiased task's two orders are combined as the task does."""
     if records and "order" in records[0]:
-        combined, _ = _debias(records)
+        combined, _ = debias(records)
         return [{**r, "q": np.exp(M.log_normalize(r["option_loglik"])).tolist()} for r in combined]
     return records
 

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from moral_tasks.harness import DEBIASED
 from moral_tasks.prompts import TASKS
-
-DEBIASED = "moral_dilemmas_debiased"
 ENTRY_KEYS = {"name", "model", "model_args", "base", "apply_chat_template", "system_instruction", "batch_size",
               "device", "limit"}
 

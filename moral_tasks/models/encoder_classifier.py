@@ -18,10 +18,9 @@ import torch
 from lm_eval.api.model import LM
 from tqdm.auto import tqdm
 
+from moral_tasks.harness import DEBIASED
 from moral_tasks.prompts import TASKS, get_task
-
-DEBIASED = "moral_dilemmas_debiased"
-CARD_NAME = "moral_ambiguity_card.json"
+from trainers.common import CARD_NAME
 
 
 def _only_ours(task_name: str) -> str:
