@@ -90,8 +90,13 @@ def _f1_resamples(weights: np.ndarray, true: np.ndarray, pred: np.ndarray, k: in
 
 
 def bootstrap_metrics(logq, counts, fixed_concentration: float | None = None,
-                      resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
-    """Every metric of :data:`metrics.METRICS` on each of ``resamples`` bootstrap resamples."""
+                      resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                      full_sample: dict | None = None) -> dict[str, np.ndarray]:
+    """Every metric of :data:`metrics.METRICS` on each of ``resamples`` bootstrap resamples.
+
+    ``full_sample``: :func:`metrics.compute_metrics` of the same data, when the caller has it;
+    its fitted temperature and concentration centre the refit grids (else they are fitted here).
+    """
     logq, counts = M.check_inputs(logq, counts)
     n, k = counts.shape
     if fixed_concentration is None:
@@ -113,12 +118,15 @@ def bootstrap_metrics(logq, counts, fixed_concentration: float | None = None,
         "jsd": mean(M.jsd_rows(q, p)),
     }
 
-    log_t_grid = _grid(np.log(M.fit_temperature(logq, counts)), M.LOG_T_BOUNDS)
+    full_sample = full_sample or {}
+    t = full_sample.get("temperature") or M.fit_temperature(logq, counts)
+    log_t_grid = _grid(np.log(t), M.LOG_T_BOUNDS)
     per_doc_t = np.stack([M.xent_rows(log_softmax(logq / np.exp(lt), -1), p) for lt in log_t_grid], 1)
     log_t, out["calibrated_xentropy"] = _refit_curve_min(weights, per_doc_t, log_t_grid)
     out["temperature"] = np.exp(log_t)
 
-    log_s_grid = _grid(np.log(M.fit_concentration(logq, counts)), M.LOG_S_BOUNDS)
+    s = full_sample.get("dirichlet_concentration") or M.fit_concentration(logq, counts)
+    log_s_grid = _grid(np.log(s), M.LOG_S_BOUNDS)
     per_doc_s = np.stack([M.dm_nll_rows(logq, counts, np.exp(ls)) for ls in log_s_grid], 1)
     log_s, out["dirichlet_nll"] = _refit_curve_min(weights, per_doc_s, log_s_grid)
     out["dirichlet_concentration"] = np.exp(log_s)
@@ -132,9 +140,10 @@ def _grid(center: float, bounds: tuple[float, float]) -> np.ndarray:
 
 
 def bootstrap_intervals(logq, counts, fixed_concentration: float | None = None, resamples: int = DEFAULT_RESAMPLES,
-                        seed: int = DEFAULT_SEED, level: float = LEVEL) -> dict[str, tuple[float, float]]:
+                        seed: int = DEFAULT_SEED, level: float = LEVEL,
+                        full_sample: dict | None = None) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval (``level``, default 95%) of every metric."""
-    draws = bootstrap_metrics(logq, counts, fixed_concentration, resamples, seed)
+    draws = bootstrap_metrics(logq, counts, fixed_concentration, resamples, seed, full_sample)
     return {name: _percentiles(v, level) for name, v in draws.items()}
 
 
