@@ -170,7 +170,7 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     from moral_tasks.data import SAMPLE_DIR
-    from moral_tasks.tiny_model import make_tiny_model
+    from moral_tasks.cli.tiny_model import make_tiny_model
 
     start, load_avg = time.perf_counter(), os.getloadavg()[0]  # CPU timings suffer from other load
     data_dir = args.data_dir or str(SAMPLE_DIR)

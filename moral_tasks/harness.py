@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import intervals, metrics
-from .best import best_scores
+from .metrics import core as metrics
+from .metrics import intervals
+from .metrics.best import best_scores
 from .data import DataError, load_split, locate
 from .prompts import PROMPT_VERSION, get_task
 

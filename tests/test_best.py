@@ -14,8 +14,8 @@ from scipy.optimize import approx_fprime, minimize
 from scipy.special import digamma, gammaln
 from sklearn.metrics import accuracy_score, f1_score
 
-from moral_tasks import best
-from moral_tasks.best import best_scores, dirichlet_multinomial_loglik, fit_dirichlet_prior, main
+from moral_tasks.metrics import best
+from moral_tasks.metrics.best import best_scores, dirichlet_multinomial_loglik, fit_dirichlet_prior, main
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scruples-dev-vote-counts"
 METRICS = ("xentropy", "accuracy", "f1_macro")

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from moral_tasks import data as D
+from moral_tasks.data import files as F, reading as R
 from moral_tasks.harness import build_dataset
 from moral_tasks.prompts import TASKS, get_task
 from scruples_factory import anecdote_row, dilemma_row, write_jsonl, write_scruples
@@ -15,9 +16,9 @@ from scruples_factory import anecdote_row, dilemma_row, write_jsonl, write_scrup
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
-    for var in (D.ENV_DATA_DIR, D.ENV_REQUIRE_FULL, D.ENV_AUTO_FETCH):
+    for var in (F.ENV_DATA_DIR, F.ENV_REQUIRE_FULL, F.ENV_AUTO_FETCH):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv(D.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(F.ENV_CACHE, str(tmp_path / "cache"))
 
 
 def test_data_dir_is_used_and_recorded(tmp_path):
@@ -34,7 +35,7 @@ def test_data_dir_is_used_and_recorded(tmp_path):
 def test_env_data_dir_and_flat_layout(tmp_path, monkeypatch):
     rng = random.Random(0)
     write_jsonl(tmp_path / "flat" / "dev.scruples-dilemmas.jsonl", [dilemma_row(rng, i) for i in range(3)])
-    monkeypatch.setenv(D.ENV_DATA_DIR, str(tmp_path / "flat"))
+    monkeypatch.setenv(F.ENV_DATA_DIR, str(tmp_path / "flat"))
     path, source = D.locate("dilemmas", "dev")
     assert path == tmp_path / "flat" / "dev.scruples-dilemmas.jsonl" and source == "full"
 
@@ -54,7 +55,7 @@ def test_cache_is_used_before_the_sample(tmp_path):
 
 
 def test_sample_fallback_warns_loudly(caplog):
-    D._WARNED.clear()
+    R._WARNED.clear()
     with caplog.at_level("WARNING"):
         path, source = D.locate("anecdotes", "test")
     assert source == "sample" and path.is_relative_to(D.SAMPLE_DIR)
@@ -64,7 +65,7 @@ def test_sample_fallback_warns_loudly(caplog):
 
 
 def test_require_full_data_turns_the_fallback_into_an_error(monkeypatch):
-    monkeypatch.setenv(D.ENV_REQUIRE_FULL, "1")
+    monkeypatch.setenv(F.ENV_REQUIRE_FULL, "1")
     with pytest.raises(D.DataError, match="forbids the bundled sample"):
         D.locate("dilemmas", "test")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from moral_tasks import harness
-from moral_tasks import metrics as M
+from moral_tasks.metrics import core as M
 
 SCORING = {"fixed_concentration": 2.0, "bootstrap_resamples": 50, "bootstrap_seed": 0, "best_samples": 200}
 

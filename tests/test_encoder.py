@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import BIN, offline_env, read_results, run
-from moral_tasks import metrics as M
+from moral_tasks.metrics import core as M
 from moral_tasks.data import SAMPLE_DIR, load_split
 from moral_tasks.prompts import TASKS, encoder_inputs, get_task
 

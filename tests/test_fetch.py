@@ -11,9 +11,10 @@ import threading
 
 import pytest
 
-from moral_tasks import cli
+from moral_tasks.cli import main as cli
 from moral_tasks import data as D
-from moral_tasks.fetch import FetchError, fetch
+from moral_tasks.data import files as F, reading as R
+from moral_tasks.data.download import FetchError, fetch
 from scruples_factory import write_scruples
 
 
@@ -84,8 +85,8 @@ def server(source):
 
 @pytest.fixture(autouse=True)
 def cache(monkeypatch, tmp_path):
-    monkeypatch.setenv(D.ENV_CACHE, str(tmp_path / "cache"))
-    for var in (D.ENV_DATA_DIR, D.ENV_REQUIRE_FULL, D.ENV_AUTO_FETCH):
+    monkeypatch.setenv(F.ENV_CACHE, str(tmp_path / "cache"))
+    for var in (F.ENV_DATA_DIR, F.ENV_REQUIRE_FULL, F.ENV_AUTO_FETCH):
         monkeypatch.delenv(var, raising=False)
     return tmp_path / "cache"
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from moral_tasks import harness, intervals as I, metrics as M
+from moral_tasks import harness
+from moral_tasks.metrics import core as M, intervals as I
 from test_metrics import random_case
 
 SHARED_COUNTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scruples-dev-vote-counts"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import BIN, offline_env, read_results, run
-from moral_tasks import metrics as M
-from moral_tasks.best import best_scores
-from moral_tasks.intervals import bootstrap_intervals
+from moral_tasks.metrics import core as M
+from moral_tasks.metrics.best import best_scores
+from moral_tasks.metrics.intervals import bootstrap_intervals
 from moral_tasks.prompts import TASKS, get_task
 from test_metrics import ref_dm_nll, ref_q, ref_xent
 
@@ -209,7 +209,7 @@ def test_evaluate_module_matches_the_harness(group_run):
     """`evaluate.load(<path in the package>)` works offline and gives the harness's numbers."""
     import evaluate
 
-    from moral_tasks.hf_evaluate import MODULE_PATH
+    from moral_tasks.metrics.hf_evaluate import MODULE_PATH
 
     results, samples = group_run
     metric = evaluate.load(MODULE_PATH)

@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 
 from loss_plugins import LossPluginError, get_loss, list_losses
 from loss_plugins.dirichlet_multinomial import log_rising_factorial
-from moral_tasks import metrics as M
+from moral_tasks.metrics import core as M
 
 DM = get_loss("dirichlet_multinomial")()
 SCE = get_loss("soft_cross_entropy")()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from moral_tasks import metrics as M
+from moral_tasks.metrics import core as M
 
 SHARED_COUNTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scruples-dev-vote-counts"
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from moral_tasks.reference import constant_rows, human_row
+from moral_tasks.metrics.reference import constant_rows, human_row
 
 
 def test_uniform_and_prior_rows():

@@ -10,7 +10,7 @@ import torch
 
 from conftest import BIN, offline_env, read_results, run
 from moral_tasks.data import SAMPLE_DIR
-from trainers.requests import build_examples
+from trainers.lm_eval_requests import build_examples
 from trainers.trainer import VoteCollator, answer_position_logits
 
 pytestmark = pytest.mark.slow

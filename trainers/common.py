@@ -7,9 +7,10 @@ import json
 import logging
 from pathlib import Path
 
+from moral_tasks.cards import CARD_NAME
+
 log = logging.getLogger(__name__)
 
-CARD_NAME = "moral_ambiguity_card.json"
 
 
 def add_common_arguments(p: argparse.ArgumentParser, lr: float) -> None:

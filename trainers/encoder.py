@@ -25,55 +25,13 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
+from moral_tasks.models.encoder_io import EncoderCollator, architecture, classifier_logits, encode, load_classifier
+
 from .common import add_common_arguments, as_dataset, early_stopping, run_training, training_kwargs, write_card
 from .trainer import VoteLossMixin, metrics_from_predictions
 
 ALL_TASKS = "moral_ambiguity"
 DEFAULT_MAX_LENGTH = {"dilemmas": 90, "anecdotes": 512}  # Scruples' settings
-
-
-def architecture(dataset: str) -> str:
-    return "multiple_choice" if dataset == "dilemmas" else "sequence_classification"
-
-
-def load_classifier(path, dataset: str, n_labels: int):
-    from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
-
-    if architecture(dataset) == "multiple_choice":
-        return AutoModelForMultipleChoice.from_pretrained(path)
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=n_labels)
-
-
-def encode(tokenizer, dataset: str, doc: dict, max_length: int) -> dict:
-    """Token ids for one document (a list of K encodings for the ranker, one pair for the classifier)."""
-    from moral_tasks.prompts import encoder_inputs
-
-    texts = encoder_inputs(dataset, doc)
-    if architecture(dataset) == "multiple_choice":
-        enc = [tokenizer(t, truncation=True, max_length=max_length) for t in texts]
-        return {key: [e[key] for e in enc] for key in enc[0]}
-    return dict(tokenizer(*texts, truncation="only_second", max_length=max_length))
-
-
-class EncoderCollator:
-    def __init__(self, tokenizer, multiple_choice: bool):
-        self.tokenizer = tokenizer
-        self.multiple_choice = multiple_choice
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        counts = torch.tensor([f["counts"] for f in features], dtype=torch.float32)
-        keys = [k for k in features[0] if k not in ("counts", "doc_id")]
-        if not self.multiple_choice:
-            batch = self.tokenizer.pad([{k: f[k] for k in keys} for f in features], return_tensors="pt")
-            return {**batch, "counts": counts}
-        n_choices = len(features[0]["input_ids"])
-        flat = [{k: f[k][i] for k in keys} for f in features for i in range(n_choices)]
-        batch = self.tokenizer.pad(flat, return_tensors="pt")
-        return {**{k: v.view(len(features), n_choices, -1) for k, v in batch.items()}, "counts": counts}
-
-
-def classifier_logits(model, inputs: dict) -> torch.Tensor:
-    return model(**{k: v for k, v in inputs.items() if k != "counts"}).logits
 
 
 class EncoderVoteTrainer(VoteLossMixin, Trainer):
@@ -106,7 +64,7 @@ def train_one(args: argparse.Namespace, task: str, output: Path) -> dict:
     from transformers import AutoTokenizer
 
     from loss_plugins import get_loss
-    from moral_tasks import metrics
+    from moral_tasks.metrics import core as metrics
     from moral_tasks.prompts import get_task
 
     loss_fn = get_loss(args.loss)()

@@ -75,7 +75,7 @@ def train(args: argparse.Namespace) -> dict:
     from loss_plugins import get_loss
     from moral_tasks.prompts import PROMPT_VERSION, get_task
 
-    from .requests import build_examples
+    from .lm_eval_requests import build_examples
     from .trainer import VoteCollator, VoteTrainer, VoteTrainingConfig, metrics_from_predictions
 
     loss_fn = get_loss(args.loss)()  # fail fast, before any model is loaded

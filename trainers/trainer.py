@@ -112,7 +112,7 @@ def metrics_from_predictions(eval_pred) -> dict[str, float]:
     """Dev metrics with the harness's definitions (the ``evaluate`` module of moral_tasks)."""
     import evaluate
 
-    from moral_tasks.hf_evaluate import MODULE_PATH
+    from moral_tasks.metrics.hf_evaluate import MODULE_PATH
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     logits = np.asarray(logits, dtype=np.float64)

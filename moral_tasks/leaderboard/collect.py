@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moral_tasks import metrics as M
+from moral_tasks.metrics import core as M
 from moral_tasks.harness import BEST_NAMES, DEBIASED_NAMES, debias
 
 REPORTED = (*M.METRIC_NAMES, *BEST_NAMES, DEBIASED_NAMES[0])

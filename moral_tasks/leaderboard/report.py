@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from moral_tasks import __version__
-from moral_tasks import metrics as M
-from moral_tasks.intervals import bootstrap_intervals, mean_interval, resample_weights
-from moral_tasks.reference import constant_predictions, human_row
+from moral_tasks.metrics import core as M
+from moral_tasks.metrics.intervals import bootstrap_intervals, mean_interval, resample_weights
+from moral_tasks.metrics.reference import constant_predictions, human_row
 
 HEADLINE = ("xentropy", "dirichlet_nll")
 SHOWN = ("xentropy", "calibrated_xentropy", "dirichlet_nll", "dirichlet_nll_fixed", "acc", "f1_macro", "brier", "ece",

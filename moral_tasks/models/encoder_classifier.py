@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from moral_tasks.harness import DEBIASED
 from moral_tasks.prompts import TASKS, get_task
-from trainers.common import CARD_NAME
+from moral_tasks.cards import CARD_NAME
+from moral_tasks.models.encoder_io import EncoderCollator, architecture, classifier_logits, encode, load_classifier
 
 
 def _only_ours(task_name: str) -> str:
@@ -47,8 +48,6 @@ class EncoderClassifierLM(LM):
         if base not in self._loaded:
             from transformers import AutoTokenizer
 
-            from trainers.encoder import load_classifier
-
             for folder in (self.root / base, self.root):
                 card_path = folder / CARD_NAME
                 if card_path.is_file() and json.loads(card_path.read_text()).get("task") == base:
@@ -66,8 +65,6 @@ class EncoderClassifierLM(LM):
 
     def option_logprobs(self, task: str, docs: list[dict]) -> torch.Tensor:
         """Calibrated log q (N x K) for lm-eval documents of ``task`` (presented option order)."""
-        from trainers.encoder import EncoderCollator, architecture, classifier_logits, encode
-
         model, tokenizer, card, spec = self._classifier(task)
         collate = EncoderCollator(tokenizer, architecture(spec.dataset) == "multiple_choice")
         out = []

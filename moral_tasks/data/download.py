@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .data import SCRUPLES_VERSION, SPLITS, DataError, cache_dir, file_name, sha256_file
+from .files import SCRUPLES_VERSION, SPLITS, DataError, cache_dir, file_name, sha256_file
 
 OFFICIAL_URL_BASE = f"https://storage.googleapis.com/ai2-mosaic-public/projects/scruples/{SCRUPLES_VERSION}/data"
 ENV_URL_BASE = "MORAL_AMBIGUITY_DATA_URL"

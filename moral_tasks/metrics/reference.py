@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import metrics as M
+from . import core as M
 
 
 def constant_predictions(counts) -> dict[str, np.ndarray]:

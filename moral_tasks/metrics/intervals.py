@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax
 
-from . import metrics as M
+from . import core as M
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0

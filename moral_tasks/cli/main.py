@@ -7,13 +7,34 @@ import sys
 from pathlib import Path
 
 TASK_GROUP = "moral_ambiguity"
+# Commands that live in other packages of this distribution (or a third party's), found through
+# entry points so that the scoring core never imports the trainers: {name: extra that provides it}.
+COMMAND_GROUP = "moral_ambiguity.commands"
+PLUGIN_COMMANDS = {"train": "train", "train-encoder": "train"}
+
+
+def _run_plugin_command(name: str, argv: list[str]) -> int:
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=COMMAND_GROUP) if ep.name == name]
+    if not found:
+        print(f"moral-ambiguity: error: command {name!r} is not installed "
+              f"(reinstall the package: pip install -e '.[{PLUGIN_COMMANDS[name]}]')", file=sys.stderr)
+        return 2
+    try:
+        command = found[0].load()
+    except ImportError as exc:
+        print(f"moral-ambiguity: error: {name} needs the [{PLUGIN_COMMANDS[name]}] extra "
+              f"(pip install 'moral-ambiguity[{PLUGIN_COMMANDS[name]}]'): {exc}", file=sys.stderr)
+        return 2
+    return command(argv)
 
 
 def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     """Run the real lm-eval CLI with our task folder on the include path (works with the hook off)."""
     from lm_eval.__main__ import cli_evaluate
 
-    from .lm_eval_plugin import TASKS_DIR
+    from ..lm_eval_plugin import TASKS_DIR
 
     argv = list(rest)
     if not any(a == "--tasks" or a.startswith("--tasks=") for a in argv):
@@ -30,7 +51,7 @@ def _data_dir_arg(args) -> Path | None:
 
 
 def _cmd_data_fetch(args) -> int:
-    from .fetch import fetch
+    from ..data.download import fetch
 
     expected = dict(item.split("=", 1) for item in args.sha256)
     dest = fetch(args.dataset, url_base=args.url, expected_sha256=expected, dest=_data_dir_arg(args),
@@ -44,9 +65,9 @@ def _cmd_data_info(args, verify: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .data import SPLITS, DataError, cache_dir, load_split
-    from .fetch import verify_manifest
-    from .prompts import TASKS
+    from ..data import SPLITS, DataError, cache_dir, load_split
+    from ..data.download import verify_manifest
+    from ..prompts import TASKS
 
     table = Table(title="Scruples data")
     for column in ("task", "split", "source", "rows", "skipped (0 votes)", "mean votes", "path"):
@@ -75,7 +96,7 @@ def _cmd_data_info(args, verify: bool) -> int:
 
 
 def _cmd_data_path(args) -> int:
-    from .data import cache_dir
+    from ..data import cache_dir
 
     print(cache_dir())
     return 0
@@ -151,25 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         # Everything after `eval` belongs to lm_eval, including its --help.
         return _cmd_eval(argparse.Namespace(command="eval"), argv[1:])
-    if argv[:1] == ["train"]:
-        from trainers.train import main as train_main
-
-        return train_main(argv[1:])
+    if argv[:1] and argv[0] in PLUGIN_COMMANDS:
+        return _run_plugin_command(argv[0], argv[1:])
     if argv[:1] == ["leaderboard"]:
-        from .leaderboard.cli import main as leaderboard_main
+        from ..leaderboard.cli import main as leaderboard_main
 
         return leaderboard_main(argv[1:])
     if argv[:1] == ["best"]:
-        from .best import main as best_main
+        from ..metrics.best import main as best_main
 
         return best_main(argv[1:])
-    if argv[:1] == ["train-encoder"]:
-        from trainers.encoder import main as encoder_main
-
-        return encoder_main(argv[1:])
     args = parser.parse_args(argv)
-    from .data import DataError
-    from .fetch import FetchError
+    from ..data import DataError
+    from ..data.download import FetchError
 
     try:
         if args.command == "data":

@@ -16,52 +16,28 @@ on the sample can pass for a Scruples number.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .prompts import TaskSpec
+from ..prompts import TaskSpec
+from .files import (
+    ENV_AUTO_FETCH,
+    ENV_DATA_DIR,
+    ENV_REQUIRE_FULL,
+    SAMPLE_DIR,
+    SCRUPLES_VERSION,
+    DataError,
+    cache_dir,
+    file_name,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
-SCRUPLES_VERSION = "v1.0"
-SPLITS = {
-    "anecdotes": ("train", "dev", "test"),
-    "dilemmas": ("train", "train-extra", "dev", "test"),
-}
-SAMPLE_DIR = Path(__file__).parent / "sample_data"
-
-ENV_DATA_DIR = "MORAL_AMBIGUITY_DATA_DIR"
-ENV_CACHE = "MORAL_AMBIGUITY_CACHE"
-ENV_REQUIRE_FULL = "MORAL_AMBIGUITY_REQUIRE_FULL_DATA"
-ENV_AUTO_FETCH = "MORAL_AMBIGUITY_AUTO_FETCH"
-
-
 _WARNED: set[tuple[str, str]] = set()
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message names the file (and line)."""
-
-
-def file_name(dataset: str, split: str) -> str:
-    if dataset not in SPLITS:
-        raise DataError(f"unknown Scruples dataset {dataset!r}; expected one of {sorted(SPLITS)}")
-    if split not in SPLITS[dataset]:
-        raise DataError(f"unknown split {split!r} for Scruples {dataset}; expected one of {list(SPLITS[dataset])}")
-    return f"{split}.scruples-{dataset}.jsonl"
-
-
-def cache_dir() -> Path:
-    """Where ``data fetch`` puts the official files."""
-    if os.environ.get(ENV_CACHE):
-        root = Path(os.environ[ENV_CACHE])
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "moral_ambiguity"
-    return root / f"scruples-{SCRUPLES_VERSION}"
 
 
 def _find_in(directory: Path, dataset: str, split: str) -> Path | None:
@@ -99,7 +75,7 @@ def locate(dataset: str, split: str, data_dir: str | os.PathLike | None = None) 
 
     found = _find_in(cache_dir(), dataset, split)
     if found is None and _truthy(os.environ.get(ENV_AUTO_FETCH)):
-        from .fetch import fetch
+        from .download import fetch
 
         fetch([dataset])
         found = _find_in(cache_dir(), dataset, split)
@@ -121,14 +97,6 @@ def locate(dataset: str, split: str, data_dir: str | os.PathLike | None = None) 
         "!" * 78, dataset, split, ENV_DATA_DIR, "!" * 78,
     )
     return SAMPLE_DIR / dataset / file_name(dataset, split), "sample"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _require(row: dict, key: str, kind: type | tuple, where: str):

@@ -23,8 +23,8 @@ CHAT_TEMPLATE = (
 
 
 def _corpus() -> list[str]:
-    from .data import SAMPLE_DIR, read_jsonl
-    from .prompts import TASKS
+    from ..data import SAMPLE_DIR, read_jsonl
+    from ..prompts import TASKS
 
     texts = []
     for spec in TASKS.values():
@@ -37,7 +37,7 @@ def build_tokenizer(vocab_size: int = 2048):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .prompts import TASKS
+    from ..prompts import TASKS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

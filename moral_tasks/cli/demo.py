@@ -17,8 +17,8 @@ def run_demo(model_dir: str | None = None, output_path: str | None = None, limit
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
 
-    from .data import SAMPLE_DIR
-    from .lm_eval_plugin import TASKS_DIR
+    from ..data import SAMPLE_DIR
+    from ..lm_eval_plugin import TASKS_DIR
     from .tiny_model import make_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="moral-ambiguity-demo-") as tmp:

@@ -1,0 +1,1 @@
+"""The ``moral-ambiguity`` console script (:mod:`.main`) and its small commands."""

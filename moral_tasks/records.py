@@ -1,0 +1,117 @@
+"""The per-document record: what one scored document leaves in lm-eval's samples file.
+
+This is the interface between scoring a model and everything that reads its
+results afterwards (``moral-ambiguity rescore``, the leaderboard, paired tests
+across models). Each lm-eval sample line holds exactly one record, under the
+key :data:`RECORD_KEY`; the metric keys next to it hold only the document id
+(so that the samples file stays small: the aggregation functions find the
+corpus through the record key).
+
+A record (JSON object, format :data:`RECORD_FORMAT`)::
+
+    format          "moral-ambiguity/record/2"
+    task            the task name as lm-eval ran it (e.g. "moral_dilemmas_debiased")
+    doc_id          the Scruples id
+    labels          label order = option order of every list below (e.g. ["FIRST", "SECOND"])
+    option_loglik   log-likelihood of each option's scored token(s), label order
+    q               the model's distribution over the options (renormalised), label order;
+                    for a debiased task the mean of the per-order distributions
+    option_mass     total probability of the scored option tokens (sum of exp(option_loglik)),
+                    before renormalisation; for a debiased task the mean over orders
+    variant_mass    extra probability on the options' other surface variants (e.g. "A" when
+                    " A" is scored); null when the task does not read variants
+    counts          human vote counts, label order
+    human_counts    Scruples' extra "human performance" votes (dilemmas dev/test), or null
+    orders          debiased tasks only: {"AB": q, "BA": q}, each already mapped back to label order
+    scoring         the task's scoring settings (they travel with the records: an aggregation
+                    sees nothing else)
+
+Older samples files (format 1, written by moral-ambiguity 0.1: the record was
+repeated under every metric key and a debiased dilemma had two lines) are
+refused with a message saying to rerun ``lm_eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD_KEY = "record"
+RECORD_FORMAT = "moral-ambiguity/record/2"
+
+
+class RecordFormatError(ValueError):
+    """A samples file or record we cannot read; the message names the file and line."""
+
+
+@dataclass
+class Record:
+    task: str
+    doc_id: str
+    labels: list[str]
+    option_loglik: list[float]
+    q: list[float]
+    option_mass: float
+    counts: list[int]
+    scoring: dict[str, Any]
+    human_counts: list[int] | None = None
+    variant_mass: float | None = None
+    orders: dict[str, list[float]] | None = None
+    format: str = field(default=RECORD_FORMAT)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "Record":
+        if not isinstance(obj, dict):
+            raise RecordFormatError(f"{where}: expected a record object, got {type(obj).__name__}")
+        fmt = obj.get("format")
+        if fmt != RECORD_FORMAT:
+            raise RecordFormatError(
+                f"{where}: record format {fmt!r} is not {RECORD_FORMAT!r}; it was written by another "
+                "version of moral-ambiguity: rerun lm_eval with this version (see CHANGELOG.md)"
+            )
+        names = {f for f in cls.__dataclass_fields__}
+        missing = sorted(n for n in ("task", "doc_id", "labels", "option_loglik", "q", "option_mass", "counts",
+                                     "scoring") if n not in obj)
+        if missing:
+            raise RecordFormatError(f"{where}: record lacks {', '.join(missing)}")
+        record = cls(**{k: v for k, v in obj.items() if k in names})
+        k = len(record.labels)
+        for name in ("option_loglik", "q", "counts"):
+            value = getattr(record, name)
+            if not isinstance(value, list) or len(value) != k:
+                raise RecordFormatError(f"{where}: {name} must be a list of {k} numbers, got {value!r:.80}")
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in record.q):
+            raise RecordFormatError(f"{where}: q has a non-finite value: {record.q}")
+        return record
+
+
+def read_samples(path: str | Path) -> list[Record]:
+    """The records of one lm-eval ``samples_<task>_<date>.jsonl`` file, in file order."""
+    path = Path(path)
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise RecordFormatError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordFormatError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(sample, dict) or RECORD_KEY not in sample:
+            raise RecordFormatError(
+                f"{where}: no {RECORD_KEY!r} field: not a moral-ambiguity samples file of format "
+                f"{RECORD_FORMAT!r} (files from moral-ambiguity 0.1 must be regenerated: rerun lm_eval "
+                "with --log_samples)"
+            )
+        records.append(Record.from_json(sample[RECORD_KEY], where))
+    return records
