@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import io
 import socket
-import tarfile
-import threading
 
 import pytest
 
@@ -16,59 +12,7 @@ from moral_tasks import data as D
 from moral_tasks.data import files as F, reading as R
 from moral_tasks.data.download import FetchError, fetch
 from scruples_factory import write_scruples
-
-
-def make_tarball(src_root, dataset) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(src_root / dataset, arcname=dataset)  # the official archives hold a <dataset>/ folder
-    return buf.getvalue()
-
-
-class Server:
-    """Serves ``files`` (name -> bytes), honours Range, and can cut the first response short."""
-
-    def __init__(self, files):
-        self.files = files
-        self.cut_first_at = None
-        self.requests = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                folder, _, name = self.path.rpartition("/")
-                outer.requests.append((name, self.headers.get("Range")))
-                if folder != "/scruples" or name not in outer.files:
-                    self.send_error(404)
-                    return
-                body = outer.files[name]
-                start = 0
-                if self.headers.get("Range"):
-                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                    self.send_response(206)
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                payload = body[start:]
-                if outer.cut_first_at is not None:
-                    payload, outer.cut_first_at = payload[: outer.cut_first_at], None
-                    self.wfile.write(payload)
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(payload)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/scruples"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from scruples_server import Server, make_tarball
 
 
 @pytest.fixture
@@ -129,7 +73,7 @@ def test_interrupted_download_resumes_with_range(server):
 
 def test_corrupt_archive_is_removed(server):
     server.files["anecdotes.tar.gz"] = b"this is not a gzip file" * 10
-    with pytest.raises(FetchError, match="not a valid .tar.gz"):
+    with pytest.raises(FetchError, match="corrupt gzip archive"):
         fetch(["anecdotes"], url_base=server.url, progress=False)
     assert not (D.cache_dir() / "anecdotes").exists()
     assert not list(D.cache_dir().parent.rglob("*.part"))

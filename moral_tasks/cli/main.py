@@ -50,10 +50,27 @@ def _data_dir_arg(args) -> Path | None:
     return Path(args.data_dir) if getattr(args, "data_dir", None) else None
 
 
+def _checksum_arg(text: str) -> tuple[str, str]:
+    from ..data import DataError
+    from ..data.download import parse_checksum
+
+    try:
+        return parse_checksum(text)
+    except DataError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_data_fetch(args) -> int:
+    from ..data import DataError
     from ..data.download import fetch
 
-    expected = dict(item.split("=", 1) for item in args.sha256)
+    expected = {}
+    for dataset, digest in args.sha256:
+        if dataset in expected:
+            raise DataError(f"--sha256 gives {dataset} twice")
+        if dataset not in args.dataset:
+            raise DataError(f"--sha256 gives a checksum for {dataset}, which is not being fetched (--dataset {' '.join(args.dataset)})")
+        expected[dataset] = digest
     dest = fetch(args.dataset, url_base=args.url, expected_sha256=expected, dest=_data_dir_arg(args),
                  progress=not args.quiet, force=args.force)
     print(f"Scruples data in {dest}")
@@ -135,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data_sub.add_parser("fetch", help="download the official Scruples v1.0 tarballs into the cache")
     fetch.add_argument("--dataset", nargs="+", default=["anecdotes", "dilemmas"], choices=["anecdotes", "dilemmas"])
     fetch.add_argument("--url", help="base URL holding anecdotes.tar.gz and dilemmas.tar.gz (default: the official one)")
-    fetch.add_argument("--sha256", nargs="*", default=[], metavar="DATASET=HEX", help="expected archive checksums")
+    fetch.add_argument("--sha256", nargs="+", default=[], type=_checksum_arg, metavar="DATASET=HEX",
+                       help="expected archive SHA-256 per dataset, e.g. dilemmas=<64 hex digits>")
     fetch.add_argument("--data-dir", help="download here instead of the user cache")
-    fetch.add_argument("--force", action="store_true", help="download again even if already present")
+    fetch.add_argument("--force", action="store_true",
+                       help="download again from the start, even if the data or a partial download is present")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
     for name, help_text in (("info", "rows, skipped rows and votes per task and split"),
                             ("verify", "validate every row and checksum; exit 1 on any problem")):

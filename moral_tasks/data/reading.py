@@ -174,10 +174,16 @@ class LoadedSplit:
 
 
 def read_jsonl(path: Path) -> list[tuple[int, object]]:
-    """``(line_number, parsed)`` for every non-blank line; a clear error for invalid JSON."""
+    """``(line_number, parsed)`` for every non-blank line; a clear error for invalid UTF-8 or JSON."""
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{lineno}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -190,8 +196,12 @@ def read_jsonl(path: Path) -> list[tuple[int, object]]:
 def load_split(spec: TaskSpec, split: str, data_dir: str | os.PathLike | None = None) -> LoadedSplit:
     path, source = locate(spec.dataset, split, data_dir)
     rows, counts, skipped = [], [], 0
+    first_line: dict[str, int] = {}  # id -> line; a repeated id would silently merge documents downstream
     for lineno, row in read_jsonl(path):
         row_counts = validate_row(spec, row, f"{path}:{lineno}")
+        if row["id"] in first_line:
+            raise DataError(f"{path}:{lineno}: duplicate id {row['id']!r} (first on line {first_line[row['id']]})")
+        first_line[row["id"]] = lineno
         if sum(row_counts) == 0:
             skipped += 1
             continue
