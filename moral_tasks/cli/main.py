@@ -11,6 +11,9 @@ TASK_GROUP = "moral_ambiguity"
 # entry points so that the scoring core never imports the trainers: {name: extra that provides it}.
 COMMAND_GROUP = "moral_ambiguity.commands"
 PLUGIN_COMMANDS = {"train": "train", "train-encoder": "train"}
+# Modules that only an extra installs (pyproject.toml): a missing one is named with the extra that brings it.
+MODULE_EXTRAS = {"trl": "train", "evaluate": "train", "jinja2": "leaderboard", "matplotlib": "leaderboard",
+                 "openai": "api", "gguf": "real-model"}
 
 
 def _run_plugin_command(name: str, argv: list[str]) -> int:
@@ -185,7 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _require_extra(extra: str) -> None:
+    from importlib.util import find_spec
+
+    for module, provider in MODULE_EXTRAS.items():
+        if provider == extra and find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").partition(".")[0]
+        if module not in MODULE_EXTRAS:
+            raise
+        extra = MODULE_EXTRAS[module]
+        print(f"moral-ambiguity: error: {module} is not installed; it comes with the [{extra}] extra: "
+              f"pip install 'moral-ambiguity[{extra}]'", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if argv[:1] == ["eval"]:
@@ -194,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] and argv[0] in PLUGIN_COMMANDS:
         return _run_plugin_command(argv[0], argv[1:])
     if argv[:1] == ["leaderboard"]:
+        _require_extra("leaderboard")  # before any model runs, not when the page is drawn
         from ..leaderboard.cli import main as leaderboard_main
 
         return leaderboard_main(argv[1:])
