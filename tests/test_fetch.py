@@ -109,3 +109,13 @@ def test_cli_fetch_info_verify(server, capsys):
     assert "invalid JSON" in out and "SHA-256 differs" in out
     assert cli.main(["data", "fetch", "--url", server.url + "/nope", "--force", "--quiet"]) == 2
     assert "HTTP 404" in capsys.readouterr().err
+
+
+def test_complete_partial_download_is_checked_and_installed_without_downloading_again(server):
+    # Killed after the download, before installing: the server answers the resume with 416 "bytes */size".
+    part = D.cache_dir() / "downloads" / "dilemmas.tar.gz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(server.files["dilemmas.tar.gz"])
+    fetch(["dilemmas"], url_base=server.url, progress=False)
+    assert server.requests == [("dilemmas.tar.gz", f"bytes={len(server.files['dilemmas.tar.gz'])}-")]
+    assert (D.cache_dir() / "dilemmas" / "test.scruples-dilemmas.jsonl").exists() and not part.exists()
