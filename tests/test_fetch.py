@@ -119,3 +119,13 @@ def test_complete_partial_download_is_checked_and_installed_without_downloading_
     fetch(["dilemmas"], url_base=server.url, progress=False)
     assert server.requests == [("dilemmas.tar.gz", f"bytes={len(server.files['dilemmas.tar.gz'])}-")]
     assert (D.cache_dir() / "dilemmas" / "test.scruples-dilemmas.jsonl").exists() and not part.exists()
+
+
+def test_installed_data_is_checked_against_a_pinned_checksum(server):
+    digest = hashlib.sha256(server.files["anecdotes.tar.gz"]).hexdigest()
+    fetch(["anecdotes"], url_base=server.url, progress=False)
+    n = len(server.requests)
+    fetch(["anecdotes"], url_base=server.url, expected_sha256={"anecdotes": digest.upper()}, progress=False)
+    with pytest.raises(FetchError, match=f"installed from an archive with SHA-256 {digest}, not the expected 0000"):
+        fetch(["anecdotes"], url_base=server.url, expected_sha256={"anecdotes": "0" * 64}, progress=False)
+    assert len(server.requests) == n, "nothing downloaded: installed data is only checked"

@@ -189,6 +189,19 @@ def _install(archive: Path, dataset: str, target: Path, manifest: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_installed(manifest_path: Path, dataset: str, pinned: str | None) -> None:
+    """Installed data is kept, but not against a pinned checksum that its archive did not have."""
+    if not pinned:
+        return
+    try:
+        recorded = json.loads(manifest_path.read_text(encoding="utf-8")).get("archive_sha256")
+    except (ValueError, AttributeError):
+        recorded = None
+    if recorded != pinned:
+        raise FetchError(f"{manifest_path.parent} was installed from an archive with SHA-256 {recorded}, not the "
+                         f"expected {pinned}; run `moral-ambiguity data fetch --force --dataset {dataset}` to replace it")
+
+
 def fetch(datasets=("anecdotes", "dilemmas"), *, url_base: str | None = None, expected_sha256: dict | None = None,
           dest: Path | None = None, progress: bool = True, timeout: float = 60.0, force: bool = False) -> Path:
     """Fetch ``datasets`` into ``dest`` (default: the user cache); return ``dest``.
@@ -207,13 +220,14 @@ def fetch(datasets=("anecdotes", "dilemmas"), *, url_base: str | None = None, ex
     downloads.mkdir(parents=True, exist_ok=True)
     for dataset in datasets:
         target = dest / dataset
+        pinned = expected.get(dataset) or PINNED_SHA256.get(dataset)
         if (target / MANIFEST).exists() and not force:
+            _check_installed(target / MANIFEST, dataset, pinned)
             continue
         url = url_for(dataset, url_base)
         part = downloads / f"{dataset}.tar.gz.part"
         if force:
             part.unlink(missing_ok=True)
-        pinned = expected.get(dataset) or PINNED_SHA256.get(dataset)
         digest = _fetch_archive(url, part, pinned, progress, timeout)
         manifest = {
             "url": url,
