@@ -74,8 +74,11 @@ def _cmd_data_fetch(args) -> int:
         if dataset not in args.dataset:
             raise DataError(f"--sha256 gives a checksum for {dataset}, which is not being fetched (--dataset {' '.join(args.dataset)})")
         expected[dataset] = digest
-    dest = fetch(args.dataset, url_base=args.url, expected_sha256=expected, dest=_data_dir_arg(args),
-                 progress=not args.quiet, force=args.force)
+    try:
+        dest = fetch(args.dataset, url_base=args.url, expected_sha256=expected, dest=_data_dir_arg(args),
+                     progress=not args.quiet, force=args.force)
+    except OSError as exc:  # the destination: not writable, full, a file where a folder should be
+        raise DataError(f"cannot write the data: {exc}") from None
     print(f"Scruples data in {dest}")
     return 0
 

@@ -217,3 +217,11 @@ def test_invalid_utf8_is_reported_with_file_and_line(cli, data_dir):
     out = result.out.replace("\n", "")
     assert f"{path}:3: invalid UTF-8 (byte 0xff at column" in out
     assert "problem(s)" in out
+
+
+def test_unwritable_destination_is_named(cli, server, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    line = cli(*fetch_args(server, "--data-dir", blocker)).error_line()
+    assert "cannot write the data" in line and str(blocker) in line
+    assert blocker.read_text().startswith("a file")
