@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import gammaln, log_softmax, rel_entr
+from scipy.special import gammaln, log_softmax, xlogy
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _equal_mass_layout(conf, bins: int, weights) -> tuple[np.ndarray, np.ndarray
     w = np.ones(conf.shape[-1]) if weights is None else np.asarray(weights, dtype=np.float64)
     shape = np.broadcast_shapes(conf.shape, w.shape)
     n = shape[-1]
-    order = np.argsort(conf, axis=-1, kind="stable")
+    order = np.argsort(conf, axis=-1)  # any order of ties will do: ties end up in one bin
     sorted_conf = np.take_along_axis(conf, order, -1)
     sorted_w = np.take_along_axis(np.broadcast_to(w, shape), np.broadcast_to(order, shape), -1)
     cum = np.cumsum(sorted_w, -1)
@@ -321,8 +321,10 @@ def ece(logq, counts, bins: int = ECE_BINS) -> float:
 
 
 def jsd_rows(q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    # KL(q||m) + KL(p||m) = sum q log q + p log p - 2 m log m: one logarithm fewer per element,
+    # and p log p is computed at p's own shape when q is a stack of draws (BEST).
     m = (q + p) / 2
-    divergence = (rel_entr(q, m) + rel_entr(p, m)).sum(-1) / (2 * np.log(2))
+    divergence = (xlogy(q, q).sum(-1) + xlogy(p, p).sum(-1) - 2 * xlogy(m, m).sum(-1)) / (2 * np.log(2))
     # scipy.spatial.distance.jensenshannon takes sqrt of a rounding-negative divergence
     # (NaN for q == p); clipping at 0 keeps a perfect model at exactly 0.
     return np.sqrt(np.clip(divergence, 0.0, None))
