@@ -55,6 +55,11 @@ def check_inputs(logq: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.n
         raise ValueError("no documents to score")
     if (counts < 0).any() or (counts.sum(1) <= 0).any():
         raise ValueError("every row of vote counts must be non-negative with at least one vote")
+    for problem, bad in (("a non-finite vote count", ~np.isfinite(counts).all(1)),
+                         ("a NaN or +inf log-probability", (np.isnan(logq) | (logq == np.inf)).any(1)),
+                         ("no probability on any option", (logq == -np.inf).all(1))):
+        if bad.any():
+            raise ValueError(f"document row {int(np.argmax(bad))} has {problem}: it cannot be scored")
     return logq, counts
 
 

@@ -94,3 +94,16 @@ def test_ece_interval_of_a_constant_prediction_contains_its_estimate():
     assert estimate == pytest.approx(abs(0.7 - 0.6))  # one bin: |accuracy - confidence|
     low, high = I.bootstrap_intervals(logq, counts, resamples=1000, seed=0)["ece"]
     assert low <= estimate <= high
+
+
+@pytest.mark.parametrize("row, message", [
+    ([float("nan"), -0.5], "a NaN or \\+inf log-probability"),
+    ([float("-inf"), float("-inf")], "no probability on any option"),
+])
+def test_a_broken_prediction_is_named_not_scored_as_nan(row, message):
+    logq = np.log([[0.5, 0.5], [0.7, 0.3], [0.2, 0.8]])
+    logq[1] = row
+    with pytest.raises(ValueError, match=f"document row 1 has {message}"):
+        M.compute_metrics(logq, [[1, 2], [3, 1], [0, 4]])
+    with pytest.raises(ValueError, match="document row 1"):
+        I.bootstrap_intervals(logq, [[1, 2], [3, 1], [0, 4]], resamples=10)
