@@ -198,6 +198,9 @@ def test_ece_with_tied_confidences_hand_worked():
     logq, counts = binary_case(confs, correct)
     assert M.ece(logq, counts, bins=2) == pytest.approx(0.9 / 6)
     assert M.equal_mass_bins(confs, bins=2).tolist() == [0, 0, 1, 0, 1, 0]
+    mean_conf, accuracy, size = M.reliability_points(confs, correct, bins=2)
+    assert mean_conf.tolist() == pytest.approx([2.7 / 4, 0.9]) and accuracy.tolist() == [0.5, 1.0]
+    assert size.tolist() == [4, 2]
     # All tied: one bin, ECE = |accuracy - confidence|.
     assert M.calibration_error([0.8] * 5, [1, 1, 0, 1, 1]) == pytest.approx(0.0)
     assert M.calibration_error([0.8] * 5, [1, 0, 0, 1, 1]) == pytest.approx(0.2)

@@ -301,6 +301,16 @@ def equal_mass_bins(conf, bins: int = ECE_BINS, weights=None) -> np.ndarray:
     return out
 
 
+def reliability_points(conf, correct, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean confidence, accuracy, size) of each non-empty bin of :func:`equal_mass_bins`: a reliability diagram."""
+    conf, correct = np.asarray(conf, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    bin_of = equal_mass_bins(conf, bins)
+    size = np.bincount(bin_of, minlength=bins)
+    used = size > 0
+    mean_conf = np.bincount(bin_of, conf, bins)[used] / size[used]
+    return mean_conf, np.bincount(bin_of, correct, bins)[used] / size[used], size[used]
+
+
 def calibration_error(conf, correct, bins: int = ECE_BINS, weights=None):
     """ECE of confidences ``conf`` against 0/1 outcomes ``correct`` in :func:`equal_mass_bins`.
 
@@ -473,6 +483,7 @@ __all__ = [
     "ece",
     "calibration_error",
     "equal_mass_bins",
+    "reliability_points",
     "jsd",
     "tvd",
     "vote_shares",
