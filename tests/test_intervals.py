@@ -14,7 +14,7 @@ from scipy import stats
 from moral_tasks import harness
 from moral_tasks.metrics import core as M, intervals as I
 from test_metrics import (needs_shared_counts, random_case, real_counts, ref_acc, ref_brier, ref_dm_nll, ref_ece,
-                          ref_f1_macro, ref_jsd, ref_q, ref_tvd, ref_xent)
+                          ref_f1_macro, ref_jsd, ref_tvd, ref_xent)
 
 REFERENCE = {"xentropy": ref_xent, "acc": ref_acc, "f1_macro": ref_f1_macro, "brier": ref_brier, "ece": ref_ece,
              "jsd": ref_jsd, "tvd": ref_tvd, "dirichlet_nll_fixed": lambda q, c: ref_dm_nll(q, c, 2.5)}
