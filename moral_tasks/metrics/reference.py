@@ -1,8 +1,10 @@
 """Reference rows computed from the human votes alone, printed beside models and BEST.
 
 * ``uniform``: q = 1/K for every document, the know-nothing baseline;
-* ``prior``: q = the corpus's mean vote distribution for every document, the
-  best constant prediction (it minimises mean cross-entropy over constants);
+* ``prior``: q = the mean vote share of the TRAIN split for every document
+  (Scruples' class-prior baseline).  It is fitted on train, never on the split
+  being scored: the evaluated split's own mean would use its labels, and is the
+  best constant on it only in hindsight;
 * ``human`` (dilemmas dev/test): the majority of the 5 extra human-performance
   annotators scored against the gold majority, Scruples' human performance.
   Only hard-label metrics exist for it (a 5-vote majority has no probabilities).
@@ -15,16 +17,41 @@ import numpy as np
 from . import core as M
 
 
-def constant_predictions(counts) -> dict[str, np.ndarray]:
-    """log q of the uniform and the prior rows, one row per document."""
-    counts = np.asarray(counts, dtype=np.float64)
-    n, k = counts.shape
-    return {"uniform": np.full((n, k), -np.log(k)), "prior": np.tile(np.log(M.vote_shares(counts).mean(0)), (n, 1))}
+def class_prior(train_counts) -> np.ndarray:
+    """Mean vote share over the documents of the train split: the ``prior`` row's distribution (K,)."""
+    train_counts = np.asarray(train_counts, dtype=np.float64)
+    if train_counts.ndim != 2 or len(train_counts) == 0:
+        raise ValueError(f"train vote counts must be a non-empty (N, K) matrix, got shape {train_counts.shape}")
+    if (train_counts < 0).any() or (train_counts.sum(1) <= 0).any():
+        raise ValueError("every row of train vote counts must be non-negative with at least one vote")
+    return M.vote_shares(train_counts).mean(0)
 
 
-def constant_rows(counts, fixed_concentration: float | None = None) -> dict[str, dict[str, float]]:
+def constant_logq(distribution, n_docs: int) -> np.ndarray:
+    """log q of predicting ``distribution`` (K,) for each of ``n_docs`` documents."""
+    distribution = np.asarray(distribution, dtype=np.float64)
+    with np.errstate(divide="ignore"):  # an option no train vote chose has q = 0
+        return np.tile(np.log(distribution / distribution.sum()), (n_docs, 1))
+
+
+def constant_predictions(counts, train_counts) -> dict[str, np.ndarray]:
+    """log q of the uniform and the prior rows for the documents of ``counts``; the prior from ``train_counts``."""
+    n, k = np.shape(counts)
+    prior = class_prior(train_counts)
+    if len(prior) != k:
+        raise ValueError(f"train vote counts have {len(prior)} options but the scored ones have {k}")
+    return {"uniform": constant_logq(np.ones(k), n), "prior": constant_logq(prior, n)}
+
+
+def constant_metrics(distribution, counts, fixed_concentration: float | None = None) -> dict[str, float | bool]:
+    """:func:`core.compute_metrics` of predicting ``distribution`` for every document of ``counts``."""
+    return M.compute_metrics(constant_logq(distribution, len(counts)), counts, fixed_concentration)
+
+
+def constant_rows(counts, train_counts, fixed_concentration: float | None = None) -> dict[str, dict]:
+    """The ``uniform`` and ``prior`` rows: every metric of the two constant predictions on ``counts``."""
     return {name: M.compute_metrics(logq, counts, fixed_concentration)
-            for name, logq in constant_predictions(counts).items()}
+            for name, logq in constant_predictions(counts, train_counts).items()}
 
 
 def human_row(gold_counts, human_counts) -> dict[str, float]:

@@ -19,7 +19,9 @@ Args:
     references: list of lists, human vote counts over the same K options (non-negative, at least one vote).
     fixed_concentration: Dirichlet scale s for `dirichlet_nll_fixed` (default: K).
 Returns:
-    dict of floats, one per metric.
+    dict: a float per metric, and the booleans `temperature_at_bound` and
+    `dirichlet_concentration_at_bound` (true when that fit ran to its search bound;
+    a warning is logged too, e.g. for a model worse than uniform).
 Example:
     >>> metric = evaluate.load(moral_tasks.hf_evaluate.MODULE_PATH)
     >>> metric.compute(predictions=[[0.7, 0.3], [0.2, 0.8]], references=[[4, 1], [1, 4]])["acc"]
