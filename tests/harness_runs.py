@@ -32,7 +32,8 @@ def evaluate(lm, tasks, metadata: dict, output: Path | None = None, **kwargs) ->
     from moral_tasks.lm_eval_plugin import TASKS_DIR
 
     tracker = EvaluationTracker(output_path=str(output)) if output else None
-    tm = TaskManager(include_path=str(TASKS_DIR), metadata={**SETTINGS, **metadata})
+    # include_defaults=False: indexing the ~10,000 built-in task YAMLs costs ~10 s per TaskManager.
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={**SETTINGS, **metadata})
     with torch.no_grad():
         out = lm_eval.simple_evaluate(model=lm, model_args={"pretrained": "tiny-llama"}, tasks=tasks, task_manager=tm,
                                       bootstrap_iters=0, log_samples=True, evaluation_tracker=tracker, **kwargs)
