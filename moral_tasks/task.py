@@ -96,6 +96,8 @@ class MoralTask(ConfigurableTask):
         settings = scoring_settings(self.config.task, meta)
         data_dir = meta.get("data_dir")
         self.dataset, source = build_documents(self.spec, meta.get("split", DEFAULT_SPLIT), data_dir)
+        if "validation" not in self.dataset:  # a data_dir with the evaluated file only: no few-shot pool
+            self.config.validation_split = None
         self.scoring = {**settings, "data_source": source, "prior": train_prior(self.spec, data_dir),
                         "prior_split": PRIOR_SPLIT}
 
