@@ -180,6 +180,21 @@ LM_EVAL_TASKS: dict[str, TaskSpec] = {
 (the plain name the headline metrics); both score the same way."""
 
 
+def request_layout(spec: TaskSpec, idx: int) -> tuple[str, int, int]:
+    """What request ``idx`` of a document asks: ``(order name, variant index, label index)``.
+
+    A document's requests run over orders, then surface variants (see :func:`option_variants`;
+    0 = the string lm-eval scores), then presented options; presented option i of order
+    ``perm`` is label ``perm[i]``. A model type that answers from the document (not the text)
+    reads its answer for request ``idx`` from this.
+    """
+    k, n_variants = len(spec.labels), len(LETTER_VARIANTS)
+    order, rest = divmod(idx, n_variants * k)
+    variant, option = divmod(rest, k)
+    name, perm = spec.presentation_orders[order]
+    return name, variant, perm[option]
+
+
 def get_task(name: str) -> TaskSpec:
     """The spec of a base task, a variant or any lm-eval task name of :data:`LM_EVAL_TASKS`."""
     try:

@@ -116,7 +116,7 @@ class MoralTask(ConfigurableTask):
             ctx_o = ctx
             if list(perm) != sorted(perm):
                 ctx_o = _swap_text(ctx, self.spec.prompt(row), self.spec.prompt(self.spec.reorder(row, perm)))
-            for v in range(len(variants[0])):
+            for v in range(len(variants[0])):  # the layout prompts.request_layout describes
                 for option in variants:
                     # New instances (dataclasses.replace would share the template's resps list).
                     requests.append(Instance(request_type=base[0].request_type, doc=doc, arguments=(ctx_o, option[v]),

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import BIN, offline_env, read_results, run
 from harness_runs import MAIN_TASKS, evaluate, main_run, read_run, sample_test_run, tiny_lm  # noqa: F401
+from moral_tasks.prompts import get_task, option_variants, request_layout
 from moral_tasks.records import RECORD_FORMAT
 from test_metrics import ref_dm_nll, ref_q, ref_xent
 
@@ -78,6 +79,11 @@ def test_one_record_per_document_and_metric_keys_hold_only_the_doc_id(main_run):
             assert record["doc_id"] == sample["doc"]["id"] and record["counts"] == sample["doc"]["counts"]
             others = [m for m in sample["metrics"] if m != "record"]
             assert sample["metrics"][0] == "record" and all(sample[m] == record["doc_id"] for m in others)
+            spec = get_task(task)
+            for i, (_, cont) in enumerate(sample["arguments"]):  # the layout model types read
+                order, variant, label = request_layout(spec, i)
+                perm = dict(spec.presentation_orders)[order]
+                assert cont == option_variants(spec, " ")[perm.index(label)][variant]
             ll = primary_logliks(sample, K[task])
             assert record["option_mass"] == pytest.approx(np.exp(ll[:, 0]).sum(1).mean(), rel=1e-12)
             assert record["variant_mass"] == pytest.approx(np.exp(ll[:, 1]).sum(1).mean(), rel=1e-12)
@@ -106,7 +112,6 @@ def test_results_equal_an_independent_recomputation(main_run, scruples_dir, task
     assert row["xentropy_uniform,none"] == pytest.approx(math.log(K[task]))
     # The prior: the mean vote share of the train file, read here directly.
     from moral_tasks.data import load_split
-    from moral_tasks.prompts import get_task
 
     train = load_split(get_task(task), "train", scruples_dir).counts
     prior = [sum(c[i] / sum(c) for c in train) / len(train) for i in range(K[task])]

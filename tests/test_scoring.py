@@ -173,3 +173,13 @@ def test_corpus_errors_name_the_problem():
         score_records([rec("a", [0.5, 0.5], [1, 1]), rec("b", [0.5, 0.5], [1, 1], task="moral_dilemmas_debiased")])
     with pytest.raises(CorpusError, match="disagree on their scoring settings"):
         score_records([rec("a", [0.5, 0.5], [1, 1]), rec("b", [0.5, 0.5], [1, 1], scoring={**SCORING, "bootstrap_seed": 1})])
+
+
+def test_request_layout_runs_over_orders_then_variants_then_options():
+    from moral_tasks.prompts import get_task, request_layout
+
+    spec = get_task("moral_dilemmas_debiased")
+    got = [request_layout(spec, i) for i in range(8)]
+    assert got == [("AB", 0, 0), ("AB", 0, 1), ("AB", 1, 0), ("AB", 1, 1),
+                   ("BA", 0, 1), ("BA", 0, 0), ("BA", 1, 1), ("BA", 1, 0)]
+    assert request_layout(get_task("moral_anecdotes"), 7) == ("data", 1, 2)
