@@ -80,7 +80,9 @@ def test_one_record_per_document_and_metric_keys_hold_only_the_doc_id(main_run):
             others = [m for m in sample["metrics"] if m != "record"]
             assert sample["metrics"][0] == "record" and all(sample[m] == record["doc_id"] for m in others)
             spec = get_task(task)
-            for i, (_, cont) in enumerate(sample["arguments"]):  # the layout model types read
+            # the layout model types read; lm-eval's files hold {"gen_args_<i>": {"arg_0": ctx, "arg_1": cont}}
+            for i in range(len(sample["arguments"])):
+                cont = sample["arguments"][f"gen_args_{i}"]["arg_1"]
                 order, variant, label = request_layout(spec, i)
                 perm = dict(spec.presentation_orders)[order]
                 assert cont == option_variants(spec, " ")[perm.index(label)][variant]
