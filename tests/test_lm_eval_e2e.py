@@ -194,10 +194,32 @@ def test_merge_variants_reads_the_logsumexp_of_each_options_variants(tiny_lm, sc
         assert sample["record"]["scoring"]["merge_variants"] is True
 
 
+def _swapped_context_check(sample):
+    """The BA order's context is the AB context with only the document's own text reordered."""
+    from moral_tasks.prompts import dilemma_prompt, reorder_actions
+
+    row = json.loads(sample["doc"]["doc"])
+    ab_ctx, ba_ctx = sample["arguments"][0][0], sample["arguments"][4][0]
+    ab_text, ba_text = dilemma_prompt(row), dilemma_prompt(reorder_actions(row, (1, 0)))
+    head, _, tail = ab_ctx.rpartition(ab_text)
+    assert ba_ctx == head + ba_text + tail
+    return head, tail
+
+
 def test_chat_template_scores_the_bare_letter_first(tiny_lm, scruples_dir):
-    out = evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(scruples_dir)}, limit=2, apply_chat_template=True)
+    out = evaluate(tiny_lm, ["moral_dilemmas", "moral_dilemmas_debiased"], {"data_dir": str(scruples_dir)}, limit=2,
+                   apply_chat_template=True)
     sample = out["samples"]["moral_dilemmas"][0]
     assert [a[1] for a in sample["arguments"]] == ["A", "B", " A", " B"]
+    head, tail = _swapped_context_check(out["samples"]["moral_dilemmas_debiased"][0])
+    assert tail and head  # the chat template's markup around the user turn is kept
+
+
+def test_debiased_few_shot_keeps_the_examples_and_swaps_only_the_document(tiny_lm, scruples_dir):
+    out = evaluate(tiny_lm, ["moral_dilemmas_debiased"], {"data_dir": str(scruples_dir)}, limit=2, num_fewshot=1)
+    for sample in out["samples"]["moral_dilemmas_debiased"]:
+        head, _ = _swapped_context_check(sample)
+        assert "Answer: " in head  # the few-shot example with its answer precedes the document
 
 
 def test_bad_data_file_gives_a_clear_error(tiny_model, tmp_path):
