@@ -16,7 +16,7 @@ import numpy as np
 from .data import DataError, load_split, locate
 from .prompts import TaskSpec
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lm_eval.moral_ambiguity")  # shown in lm_eval's log, with its format
 
 DEFAULT_SPLIT = "test"
 VALIDATION_SPLIT = "dev"

@@ -10,11 +10,14 @@ raises: it never reports a number of another corpus.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .records import RECORD_KEY, Record
 from .scoring import CorpusError, score_records
 
+# Under lm-eval's logger, so that the warnings appear in its log with its format.
+log = logging.getLogger("lm_eval.moral_ambiguity")
 # The last corpus scored by agg_record: (sorted document ids, values).
 _SCORED: dict[str, Any] = {}
 
@@ -24,6 +27,8 @@ def agg_record(records: list) -> int:
     parsed = [r if isinstance(r, Record) else Record.from_json(r, f"record of document {r.get('doc_id')!r}")
               for r in records]
     values = score_records(parsed)
+    for message in values["warnings"]:
+        log.warning("%s", message)
     _SCORED.clear()
     _SCORED.update(ids=sorted(r.doc_id for r in parsed), values=values)
     return values["documents"]

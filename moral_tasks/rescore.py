@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,9 @@ def rescore(results_dir: str | Path, dev_dir: str | Path | None = None) -> dict[
 
 def main(results_dir: str, dev: str | None = None, output: str | None = None) -> int:
     result = rescore(results_dir, dev)
+    for entry in result["tasks"].values():
+        for message in entry["metrics"]["warnings"]:
+            print(f"moral-ambiguity: warning: {message}", file=sys.stderr)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if output:
         Path(output).write_text(text + "\n", encoding="utf-8")

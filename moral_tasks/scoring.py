@@ -15,7 +15,6 @@ number of processes, the batch size or the order of requests.
 from __future__ import annotations
 
 import itertools
-import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,8 +24,6 @@ from .metrics import core as M
 from .metrics import intervals
 from .metrics.best import best_scores
 from .records import RECORD_FORMAT, Record
-
-log = logging.getLogger(__name__)
 
 # Inside one lm_eval run the temperature can only be fitted on the evaluated split itself:
 # an oracle, in-sample value. Scruples fits it on dev and applies it to test; that is
@@ -144,8 +141,6 @@ def score_records(records: Sequence[Record]) -> dict[str, Any]:
     values["record_format"] = RECORD_FORMAT
     values["documents"] = n
     values["warnings"] = diagnostics(records[0].task, values, np.argmax(logq, -1), records[0].labels)
-    for message in values["warnings"]:
-        log.warning("%s", message)
     return values
 
 
@@ -210,7 +205,7 @@ _METRIC_FUNCTIONS = {"xentropy": M.xentropy, "acc": M.accuracy, "f1_macro": M.f1
 
 
 def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[str]) -> list[str]:
-    """Readouts a reader must not trust without a second look (also logged as warnings)."""
+    """Readouts a reader must not trust without a second look (the lm-eval aggregation and rescore log them)."""
     out = []
     if values["option_mass"] < LOW_OPTION_MASS:
         out.append(f"{task}: option_mass {values['option_mass']:.3f} < {LOW_OPTION_MASS}: the model puts most of its "

@@ -137,12 +137,14 @@ def test_shuffled_records_give_identical_results_in_every_number(orders):
 
 def test_warnings_low_mass_worse_than_uniform_and_one_dominant_option(caplog):
     records = [rec(f"d{i}", [0.9, 0.1], [0, 5], mass=0.3) for i in range(10)]
+    harness.agg_record([r.to_json() for r in records])  # lm-eval's aggregation logs them
     values = score_records(records)
     text = " | ".join(values["warnings"])
     assert "option_mass 0.300 < 0.5" in text
     assert "worse than the uniform distribution's 0.6931" in text
     assert "option A (FIRST) is the model's choice for 100% of documents" in text
-    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 3
+    logged = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lm_eval.moral_ambiguity"]
+    assert [r.getMessage() for r in logged] == values["warnings"]
 
 
 def test_no_warnings_for_a_sound_readout():
