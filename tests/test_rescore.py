@@ -71,7 +71,7 @@ def write_samples(folder, task, records):
 
 def test_dev_fitted_temperature_by_an_independent_fit(tmp_path):
     """Scruples' protocol on an over-confident model (finite T): T fitted on dev, applied to test."""
-    from test_scoring import SCORING, rec
+    from test_scoring import rec
     from test_metrics import random_case
     import numpy as np
 

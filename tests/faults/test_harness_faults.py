@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from harness_runs import evaluate, main_run, read_run, tiny_lm  # noqa: F401
+from harness_runs import evaluate, main_run, tiny_lm  # noqa: F401
 from moral_tasks.cli.main import main as cli
 from scruples_factory import dilemma_row, write_jsonl
 
