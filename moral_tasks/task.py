@@ -56,7 +56,7 @@ def scoring_settings(task: str, metadata: dict) -> dict:
     return settings
 
 
-def _swap_text(ctx: Any, old: str, new: str) -> Any:
+def _swap_text(ctx: Any, old: str, new: str, doc_id: str) -> Any:
     """``ctx`` with the last occurrence of the document's prompt ``old`` replaced by ``new``.
 
     The context lm-eval built (few-shot examples, system prompt, chat template) is kept as
@@ -64,10 +64,11 @@ def _swap_text(ctx: Any, old: str, new: str) -> Any:
     """
     if not isinstance(ctx, str):  # lm_eval.models.api_models.JsonChatStr
         old_json, new_json = json.dumps(old)[1:-1], json.dumps(new)[1:-1]
-        return type(ctx)(_swap_text(ctx.prompt, old_json, new_json))
+        return type(ctx)(_swap_text(ctx.prompt, old_json, new_json, doc_id))
     head, found, tail = ctx.rpartition(old)
     if not found:
-        raise ValueError("the document's prompt does not occur in the context lm-eval built; cannot reorder it")
+        raise ValueError(f"document {doc_id}: its prompt does not occur in the context lm-eval built (a chat "
+                         "template that rewrites the text?), so its options cannot be presented in another order")
     return head + new + tail
 
 
@@ -79,10 +80,11 @@ class MoralTask(ConfigurableTask):
         config["process_results"] = f"{__name__}.MoralTask.process_results"
         self.spec = get_task(config["task"])
         super().__init__(config=config)
-        names = [n for n in self._aggregation_list if n != RECORD_KEY]
-        if RECORD_KEY not in self._aggregation_list:
-            raise ValueError(f"{self.config.task}: metric_list must declare {RECORD_KEY!r} first")
-        self._reported = [n for n in names if self._reports(n)]
+        names = list(self._aggregation_list)
+        if names[:1] != [RECORD_KEY]:
+            # lm-eval aggregates in this order, and the record's aggregation scores the corpus the others read.
+            raise ValueError(f"{self.config.task}: metric_list must declare {RECORD_KEY!r} first, got {names[:3]}")
+        self._reported = [n for n in names[1:] if self._reports(n)]
 
     def _reports(self, name: str) -> bool:
         if name.startswith("order_effect") and len(self.spec.presentation_orders) < 2:
@@ -115,7 +117,7 @@ class MoralTask(ConfigurableTask):
         for _, perm in self.spec.presentation_orders:
             ctx_o = ctx
             if list(perm) != sorted(perm):
-                ctx_o = _swap_text(ctx, self.spec.prompt(row), self.spec.prompt(self.spec.reorder(row, perm)))
+                ctx_o = _swap_text(ctx, self.spec.prompt(row), self.spec.prompt(self.spec.reorder(row, perm)), doc["id"])
             for v in range(len(variants[0])):  # the layout prompts.request_layout describes
                 for option in variants:
                     # New instances (dataclasses.replace would share the template's resps list).

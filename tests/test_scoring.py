@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -185,3 +186,16 @@ def test_request_layout_runs_over_orders_then_variants_then_options():
     assert got == [("AB", 0, 0), ("AB", 0, 1), ("AB", 1, 0), ("AB", 1, 1),
                    ("BA", 0, 1), ("BA", 0, 0), ("BA", 1, 1), ("BA", 1, 0)]
     assert request_layout(get_task("moral_anecdotes"), 7) == ("data", 1, 2)
+
+
+def test_reordering_a_chat_json_context_and_a_context_without_the_prompt():
+    from lm_eval.models.api_models import JsonChatStr
+
+    from moral_tasks.task import _swap_text
+
+    old, new = "A. x\nB. y", "A. y\nB. x"
+    chat = JsonChatStr(json.dumps([{"role": "user", "content": "Q\n" + old}]))
+    swapped = _swap_text(chat, old, new, "d1")
+    assert isinstance(swapped, JsonChatStr) and json.loads(swapped.prompt)[0]["content"] == "Q\n" + new
+    with pytest.raises(ValueError, match="document d1: its prompt does not occur in the context"):
+        _swap_text("something else", old, new, "d1")
