@@ -98,3 +98,17 @@ def test_model_returning_nan_is_a_clear_error_naming_the_document(tiny_model, sc
     lm = HFLM(pretrained=str(tmp_path / "nan-model"), batch_size=4, device="cpu", dtype="float32")
     with pytest.raises(CorpusError, match="moral_dilemmas document dil0000: the model returned a non-finite"):
         evaluate(lm, ["moral_dilemmas"], {"data_dir": str(scruples_dir)}, limit=2)
+
+
+def test_task_yaml_whose_metric_list_does_not_start_with_record(tmp_path, scruples_dir):
+    from lm_eval.tasks import TaskManager
+
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+
+    (tmp_path / "bad.yaml").write_text(
+        f"task: moral_dilemmas\ninclude: {TASKS_DIR / '_default_template_yaml'}\nmetric_list:\n"
+        "  - {metric: xentropy, aggregation: !function moral_tasks.harness.agg_xentropy, higher_is_better: false}\n"
+        "  - {metric: record, aggregation: !function moral_tasks.harness.agg_record, higher_is_better: null}\n")
+    tm = TaskManager(include_path=str(tmp_path), include_defaults=False, metadata={"data_dir": str(scruples_dir)})
+    with pytest.raises(ValueError, match="moral_dilemmas: metric_list must declare 'record' first"):
+        tm.load(["moral_dilemmas"])
