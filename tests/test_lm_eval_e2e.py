@@ -222,15 +222,14 @@ def test_debiased_few_shot_keeps_the_examples_and_swaps_only_the_document(tiny_l
         assert "Answer: " in head  # the few-shot example with its answer precedes the document
 
 
-def test_bad_data_file_gives_a_clear_error(tiny_model, tmp_path):
+def test_bad_data_file_gives_a_clear_error(tiny_lm, tmp_path):
+    from moral_tasks.data import DataError
+
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "test.scruples-dilemmas.jsonl").write_text('{"id": "a", "actions": [}\n')
-    cmd = [LM_EVAL, "--model", "hf", "--model_args", f"pretrained={tiny_model}", "--tasks", "moral_dilemmas",
-           "--metadata", json.dumps({"data_dir": str(bad)}), "--device", "cpu"]
-    proc = run(cmd, cwd=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert f"{bad / 'test.scruples-dilemmas.jsonl'}:1: invalid JSON" in proc.stderr
+    with pytest.raises(DataError, match=f"{bad / 'test.scruples-dilemmas.jsonl'}:1: invalid JSON"):
+        evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(bad)})
 
 
 def test_validate(tmp_path):
@@ -327,11 +326,14 @@ def test_moral_ambiguity_eval_passes_through_to_lm_eval(tiny_model, tmp_path):
     assert results["results"]["moral_anecdotes_binary"]["data_source,none"].startswith("sample:")
 
 
-def test_demo_prints_the_table(tmp_path):
-    proc = run([BIN / "moral-ambiguity", "demo", "--limit", "5"], cwd=tmp_path)
+def test_demo_prints_the_table(capsys):
+    from moral_tasks.cli.main import main
+
+    assert main(["demo", "--limit", "5"]) == 0
+    out = capsys.readouterr().out
     for task in MAIN_TASKS:
-        assert task in proc.stdout
-    assert "xentropy" in proc.stdout and "dirichlet_nll" in proc.stdout and "sample:" in proc.stdout
+        assert task in out
+    assert "xentropy" in out and "dirichlet_nll" in out and "sample:" in out
 
 
 def test_evaluate_module_matches_the_harness(main_run):
