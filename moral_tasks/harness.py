@@ -1,280 +1,262 @@
-"""Glue between lm-eval's task YAMLs and this package.
+"""lm-eval's aggregations for the moral_ambiguity tasks.
 
-The YAMLs in ``moral_tasks/tasks`` point here with ``!function``: dataset
-loading (``custom_dataset``), per-document ``process_results`` and one
-corpus-level aggregation per metric of :data:`moral_tasks.metrics.METRICS`.
-
-Each document's metric value is the same small record (document id, option
-probabilities q, raw option log-likelihoods, vote counts), so lm-eval's
-``--log_samples`` output is enough to recompute every metric and to pair
-documents across models.
+Each document's ``process_results`` (:class:`moral_tasks.task.MoralTask`) returns ONE record,
+under the key ``record``, and the document id under every metric key. lm-eval aggregates the
+keys in that order, so :func:`agg_record` scores the whole corpus first (one call of
+:func:`moral_tasks.scoring.score_records`) and every metric's aggregation below looks its value
+up by the same document ids. If that corpus is not found (the ids differ), the aggregation
+raises: it never reports a number of another corpus.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any, Callable
+import logging
+from typing import Any
 
-import numpy as np
+from .records import RECORD_KEY, Record
+from .scoring import CorpusError, score_records
 
-from .metrics import core as metrics
-from .metrics import intervals
-from .metrics.best import best_scores
-from .data import DataError, load_split, locate
-from .prompts import PROMPT_VERSION, get_task
-
-DEFAULT_SPLIT = "test"
-DEFAULT_BEST_SAMPLES = 1000  # Monte-Carlo SE ~1e-4 on Scruples dev: far below the bootstrap interval widths
-VALIDATION_SPLIT = "dev"
+# Under lm-eval's logger, so that the warnings appear in its log with its format.
+log = logging.getLogger("lm_eval.moral_ambiguity")
+# The last corpus scored by agg_record: (sorted document ids, values).
+_SCORED: dict[str, Any] = {}
 
 
-DEBIASED = "moral_dilemmas_debiased"
-# Presentation orders of a two-option document: as in the data, and swapped.
-ORDERS = {"AB": (0, 1), "BA": (1, 0)}
+def agg_record(records: list) -> int:
+    """Scores the corpus (every other key of the task reads it); reports the number of documents."""
+    parsed = [r if isinstance(r, Record) else Record.from_json(r, f"record of document {r.get('doc_id')!r}")
+              for r in records]
+    values = score_records(parsed)
+    for message in values["warnings"]:
+        log.warning("%s", message)
+    _SCORED.clear()
+    _SCORED.update(ids=sorted(r.doc_id for r in parsed), values=values)
+    return values["documents"]
 
 
-def _in_order(row: dict, order: tuple[int, ...]) -> dict:
-    """The dilemma with its actions (and vote counts) presented in ``order``."""
-    return {**row, "actions": [row["actions"][i] for i in order],
-            "gold_annotations": [row["gold_annotations"][i] for i in order]}
-
-
-def _human_counts(row: dict) -> list | None:
-    # Dilemmas' dev/test splits have 5 more "human performance" votes per item (zeros elsewhere).
-    human = row.get("human_perf_annotations")
-    return list(human) if human and sum(human) > 0 else None
-
-
-def build_dataset(task: str, split: str = DEFAULT_SPLIT, data_dir: str | None = None,
-                  dirichlet_concentration: float | None = None,
-                  bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED,
-                  best_samples: int = DEFAULT_BEST_SAMPLES, both_orders: bool = False):
-    """A ``DatasetDict`` with ``test`` = the requested split and ``validation`` = dev.
-
-    Columns added to the Scruples rows: ``choices`` (answer letters), ``target``
-    (majority label index as presented), ``counts`` (votes in the data's label
-    order), ``scoring`` (fixed Dirichlet scale and bootstrap settings:
-    aggregations only see the per-document records, so settings travel with
-    them) and ``data_source`` (provenance one-liner). With ``both_orders``
-    (dilemmas only) every dilemma appears twice, actions as given (``order``
-    "AB") and swapped ("BA"); the aggregation maps them back and averages.
-    """
-    import datasets
-
-    spec = get_task(task)
-    s_fixed = float(dirichlet_concentration) if dirichlet_concentration is not None else metrics.default_concentration(
-        len(spec.labels)
-    )
-    if not s_fixed > 0:
-        raise ValueError(f"{task}: metadata dirichlet_concentration must be > 0, got {dirichlet_concentration!r}")
-    for name, value, least in (("bootstrap_resamples", bootstrap_resamples, 0), ("best_samples", best_samples, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{task}: metadata {name} must be a whole number >= {least}, got {value!r}")
-    scoring = {"fixed_concentration": s_fixed, "bootstrap_resamples": bootstrap_resamples,
-               "bootstrap_seed": int(bootstrap_seed), "best_samples": best_samples}
-
-    orders = ORDERS if both_orders else {None: tuple(range(len(spec.labels)))}
-
-    def to_dataset(split_name: str):
-        loaded = load_split(spec, split_name, data_dir)
-        rows = [
-            {
-                "id": row["id"],
-                "doc": json.dumps(row if name is None else _in_order(row, order), ensure_ascii=False),
-                "choices": list(spec.letters),
-                "target": int(np.argmax([c[i] for i in order])),
-                "counts": c,
-                "human_counts": _human_counts(row),
-                "scoring": scoring,
-                "data_source": loaded.provenance_str,
-                **({} if name is None else {"order": name}),
-            }
-            for row, c in zip(loaded.rows, loaded.counts)
-            for name, order in orders.items()
-        ]
-        return datasets.Dataset.from_list(rows)
-
-    splits = {"test": to_dataset(split)}
-    if split == VALIDATION_SPLIT:
-        splits["validation"] = splits["test"]
-    elif _available(spec.dataset, VALIDATION_SPLIT, data_dir):
-        # Only few-shot sampling reads it; a data_dir holding just the test file is fine.
-        splits["validation"] = to_dataset(VALIDATION_SPLIT)
-    return datasets.DatasetDict(splits)
-
-
-def _available(dataset: str, split: str, data_dir: str | None) -> bool:
-    try:
-        locate(dataset, split, data_dir)
-    except DataError:
-        return False
-    return True
-
-
-def _loader(task: str, both_orders: bool = False) -> Callable[..., Any]:
-    def load(split: str = DEFAULT_SPLIT, data_dir: str | None = None, dirichlet_concentration: float | None = None,
-             bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES, bootstrap_seed: int = intervals.DEFAULT_SEED,
-             best_samples: int = DEFAULT_BEST_SAMPLES, **_: Any):
-        # lm-eval passes all task metadata (model_args, version, ...) as keywords; ignore the rest.
-        return build_dataset(task, split=split, data_dir=data_dir, dirichlet_concentration=dirichlet_concentration,
-                             bootstrap_resamples=bootstrap_resamples, bootstrap_seed=bootstrap_seed,
-                             best_samples=best_samples, both_orders=both_orders)
-
-    load.__name__ = load.__qualname__ = f"load_{DEBIASED if both_orders else task}"
-    return load
-
-
-load_moral_dilemmas = _loader("moral_dilemmas")
-load_moral_dilemmas_debiased = _loader("moral_dilemmas", both_orders=True)
-load_moral_anecdotes = _loader("moral_anecdotes")
-load_moral_anecdotes_binary = _loader("moral_anecdotes_binary")
-
-
-def _row(doc: dict) -> dict:
-    # The original Scruples row is kept as a JSON string: its nested fields vary
-    # between rows (``action`` may be null), which Arrow columns do not allow.
-    return json.loads(doc["doc"])
-
-
-def _prompt(task: str) -> Callable[[dict], str]:
-    spec = get_task(task)
-
-    def doc_to_text(doc: dict) -> str:
-        return spec.prompt(_row(doc))
-
-    doc_to_text.__name__ = doc_to_text.__qualname__ = f"doc_to_text_{task}"
-    return doc_to_text
-
-
-doc_to_text_moral_dilemmas = _prompt("moral_dilemmas")
-doc_to_text_moral_anecdotes = _prompt("moral_anecdotes")
-doc_to_text_moral_anecdotes_binary = _prompt("moral_anecdotes_binary")
-
-
-def process_results(doc: dict, results: list) -> dict:
-    """Per-document record, identical under every metric key (lm-eval needs one key per metric)."""
-    option_loglik = np.array([float(r[0]) for r in results])
-    logq = metrics.log_normalize(option_loglik)
-    record = {
-        "doc_id": doc["id"],
-        "q": np.exp(logq).tolist(),
-        "option_loglik": option_loglik.tolist(),
-        "counts": list(doc["counts"]),
-        "human_counts": doc["human_counts"],
-        "scoring": dict(doc["scoring"]),
-        "prompt_version": PROMPT_VERSION,
-    }
-    names = RESULT_NAMES
-    if "order" in doc:
-        record["order"] = doc["order"]
-        names += DEBIASED_NAMES
-    out: dict[str, Any] = {name: record for name in names}
-    out["data_source"] = doc["data_source"]
-    return out
-
-
-# Every name an aggregation reports: the metrics, then their 95% bootstrap intervals
-# under keys that cannot collide with lm-eval's "<metric>_stderr".
-# BEST: the Scruples oracle ceiling for the documents evaluated (its _ci95 is +-1.96
-# Monte-Carlo standard errors of the estimate, not a sampling interval).
-BEST_NAMES = {"best_xentropy": "xentropy", "best_acc": "accuracy", "best_f1_macro": "f1_macro"}
-RESULT_NAMES = (
-    metrics.METRIC_NAMES
-    + tuple(f"{name}_ci95" for name in metrics.METRIC_NAMES)
-    + tuple(BEST_NAMES)
-    + tuple(f"{name}_ci95" for name in BEST_NAMES)
-)
-# Only moral_dilemmas_debiased reports these: mean |q_AB - q_BA| (mapped back) over dilemmas.
-DEBIASED_NAMES = ("order_effect", "order_effect_ci95")
-# The last corpus scored ({"records", "key", "values"}). lm-eval hands every aggregation its
-# own list of the same record objects, so an identity check avoids re-hashing 2,500 records
-# for each of ~40 aggregations; the content key catches copies (e.g. gathered across ranks).
-_CACHE: dict = {}
-
-
-def debias(records: list[dict]) -> tuple[list[dict], np.ndarray]:
-    """Average each dilemma's two presentation orders, mapped back to the data's order."""
-    by_id: dict[str, dict] = {}
-    for r in records:
-        by_id.setdefault(r["doc_id"], {})[r["order"]] = r
-    unpaired = [doc_id for doc_id, pair in by_id.items() if set(pair) != set(ORDERS)]
-    if unpaired:
-        raise ValueError(
-            f"{DEBIASED}: {len(unpaired)} dilemma(s) were scored in only one order (e.g. {unpaired[0]}); "
-            "every dilemma needs both, so use an even --limit"
+def corpus_value(name: str, doc_ids: list) -> Any:
+    """The value of ``name`` in the corpus scored by :func:`agg_record` for exactly these documents."""
+    if _SCORED.get("ids") != sorted(doc_ids):
+        raise CorpusError(
+            f"aggregation of {name!r}: no scored corpus for these {len(doc_ids)} documents; the {RECORD_KEY!r} "
+            "key must be aggregated before the metric keys (process_results returns it first)"
         )
-    combined, effects = [], []
-    for pair in by_id.values():
-        # Presented option i is original option order[i], so argsort(order) maps back.
-        q = {name: np.exp(metrics.log_normalize(pair[name]["option_loglik"]))[np.argsort(order)]
-             for name, order in ORDERS.items()}
-        effects.append(abs(q["AB"][0] - q["BA"][0]))
-        mean_q = (q["AB"] + q["BA"]) / 2
-        combined.append({**pair["AB"], "option_loglik": np.log(mean_q).tolist()})
-    return combined, np.array(effects)
+    try:
+        return _SCORED["values"][name]
+    except KeyError:
+        raise CorpusError(f"aggregation of {name!r}: this corpus does not report it") from None
 
 
-def _best(counts: np.ndarray, records: list[dict], scoring: dict) -> dict:
-    human = [r.get("human_counts") for r in records]
-    # As Scruples: for dilemmas the prior is fitted on gold + human-performance votes.
-    prior = counts + np.array(human) if all(h is not None for h in human) else None
-    est = best_scores(counts.astype(np.int64), prior_counts=None if prior is None else prior.astype(np.int64),
-                      n_samples=scoring["best_samples"], seed=scoring["bootstrap_seed"])
-    out = {}
-    for name, key in BEST_NAMES.items():
-        half = 1.96 * est[f"{key}_stderr"]
-        out[name], out[f"{name}_ci95"] = est[key], [est[key] - half, est[key] + half]
-    return out
+def agg_xentropy(doc_ids: list) -> Any:
+    """Scruples' soft cross-entropy, mean over documents of -sum_k p_k log q_k (nats)."""
+    return corpus_value("xentropy", doc_ids)
 
 
-def corpus_metrics(records: list[dict]) -> dict:
-    """Metrics and intervals for one list of per-document records (memoised: lm-eval calls every aggregation)."""
-    last = _CACHE.get("records", [])
-    if last and len(last) == len(records) and all(a is b for a, b in zip(last, records)):
-        return _CACHE["values"]
-    settings = {json.dumps(r["scoring"], sort_keys=True) for r in records}
-    if len(settings) != 1:
-        raise ValueError(f"documents disagree on their scoring settings: {sorted(settings)}")
-    key = hashlib.sha256(json.dumps([[r["doc_id"], r.get("order"), r["option_loglik"], r["counts"]] for r in records])
-                         .encode() + next(iter(settings)).encode()).hexdigest()
-    if _CACHE.get("key") == key:
-        _CACHE["records"] = list(records)  # also keeps their ids from being reused
-        return _CACHE["values"]
-    original = records
-    scoring = records[0]["scoring"]
-    resamples, seed = scoring["bootstrap_resamples"], scoring["bootstrap_seed"]
-    effects = None
-    if "order" in records[0]:
-        records, effects = debias(records)
-    logq = metrics.log_normalize(np.array([r["option_loglik"] for r in records], dtype=np.float64))
-    counts = np.array([r["counts"] for r in records], dtype=np.float64)
-    values: dict = metrics.compute_metrics(logq, counts, scoring["fixed_concentration"])
-    if resamples:
-        cis = intervals.bootstrap_intervals(logq, counts, scoring["fixed_concentration"], resamples, seed,
-                                            full_sample=values)
-        values.update({f"{name}_ci95": list(ci) for name, ci in cis.items()})
-    values.update(_best(counts, records, scoring))
-    if effects is not None:
-        values["order_effect"] = float(effects.mean())
-        if resamples:
-            values["order_effect_ci95"] = list(intervals.mean_interval(effects, resamples, seed))
-    _CACHE.update(records=list(original), key=key, values=values)
-    return values
+def agg_calibrated_xentropy_insample(doc_ids: list) -> Any:
+    """xentropy after the temperature that minimises it ON THE EVALUATED SPLIT (an oracle, in-sample value; Scruples' dev-fitted protocol is `moral-ambiguity rescore --dev`)."""
+    return corpus_value("calibrated_xentropy_insample", doc_ids)
 
 
-def _aggregation(name: str) -> Callable[[list], Any]:
-    def aggregate(records: list):
-        return corpus_metrics(records).get(name)
-
-    aggregate.__name__ = aggregate.__qualname__ = f"agg_{name}"
-    return aggregate
+def agg_temperature_insample(doc_ids: list) -> Any:
+    """The temperature T of calibrated_xentropy_insample (q -> softmax(log q / T))."""
+    return corpus_value("temperature_insample", doc_ids)
 
 
-for _name in RESULT_NAMES + DEBIASED_NAMES:
-    globals()[f"agg_{_name}"] = _aggregation(_name)
+def agg_dirichlet_nll(doc_ids: list) -> Any:
+    """Dirichlet-multinomial NLL of the votes, alpha = s * q, s fitted by maximum likelihood."""
+    return corpus_value("dirichlet_nll", doc_ids)
 
 
-def agg_data_source(values: list[str]) -> str:
-    sources = sorted(set(values))
-    return sources[0] if len(sources) == 1 else " + ".join(sources)
+def agg_dirichlet_concentration(doc_ids: list) -> Any:
+    """The maximum-likelihood s of dirichlet_nll."""
+    return corpus_value("dirichlet_concentration", doc_ids)
+
+
+def agg_dirichlet_nll_fixed(doc_ids: list) -> Any:
+    """Dirichlet-multinomial NLL at the task's fixed concentration (metadata dirichlet_concentration)."""
+    return corpus_value("dirichlet_nll_fixed", doc_ids)
+
+
+def agg_acc(doc_ids: list) -> Any:
+    """Accuracy of argmax q against the majority vote (first maximum)."""
+    return corpus_value("acc", doc_ids)
+
+
+def agg_f1_macro(doc_ids: list) -> Any:
+    """Macro F1 of argmax q against the majority vote, over the labels that occur."""
+    return corpus_value("f1_macro", doc_ids)
+
+
+def agg_brier(doc_ids: list) -> Any:
+    """Brier score, mean of sum_k (q_k - p_k)^2."""
+    return corpus_value("brier", doc_ids)
+
+
+def agg_ece(doc_ids: list) -> Any:
+    """Expected calibration error of the top option against the majority vote, 10 equal-mass bins."""
+    return corpus_value("ece", doc_ids)
+
+
+def agg_jsd(doc_ids: list) -> Any:
+    """Jensen-Shannon distance (base 2) between q and the vote distribution p."""
+    return corpus_value("jsd", doc_ids)
+
+
+def agg_tvd(doc_ids: list) -> Any:
+    """Total-variation distance 0.5 * sum_k |q_k - p_k|."""
+    return corpus_value("tvd", doc_ids)
+
+
+def agg_xentropy_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of xentropy (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("xentropy_ci95", doc_ids)
+
+
+def agg_calibrated_xentropy_insample_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of calibrated_xentropy_insample (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("calibrated_xentropy_insample_ci95", doc_ids)
+
+
+def agg_temperature_insample_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of temperature_insample (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("temperature_insample_ci95", doc_ids)
+
+
+def agg_dirichlet_nll_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of dirichlet_nll (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("dirichlet_nll_ci95", doc_ids)
+
+
+def agg_dirichlet_concentration_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of dirichlet_concentration (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("dirichlet_concentration_ci95", doc_ids)
+
+
+def agg_dirichlet_nll_fixed_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of dirichlet_nll_fixed (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("dirichlet_nll_fixed_ci95", doc_ids)
+
+
+def agg_acc_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of acc (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("acc_ci95", doc_ids)
+
+
+def agg_f1_macro_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of f1_macro (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("f1_macro_ci95", doc_ids)
+
+
+def agg_brier_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of brier (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("brier_ci95", doc_ids)
+
+
+def agg_ece_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of ece (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("ece_ci95", doc_ids)
+
+
+def agg_jsd_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of jsd (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("jsd_ci95", doc_ids)
+
+
+def agg_tvd_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of tvd (documents resampled; fitted values refitted in each resample)."""
+    return corpus_value("tvd_ci95", doc_ids)
+
+
+def agg_best_xentropy(doc_ids: list) -> Any:
+    """BEST (Scruples' oracle ceiling): the expected xentropy of an oracle knowing each document's true vote distribution."""
+    return corpus_value("best_xentropy", doc_ids)
+
+
+def agg_best_xentropy_ci95(doc_ids: list) -> Any:
+    """+-1.96 Monte-Carlo standard errors of best_xentropy (the estimate's precision, not a sampling interval)."""
+    return corpus_value("best_xentropy_ci95", doc_ids)
+
+
+def agg_best_acc(doc_ids: list) -> Any:
+    """BEST (Scruples' oracle ceiling): the expected accuracy of an oracle knowing each document's true vote distribution."""
+    return corpus_value("best_acc", doc_ids)
+
+
+def agg_best_acc_ci95(doc_ids: list) -> Any:
+    """+-1.96 Monte-Carlo standard errors of best_acc (the estimate's precision, not a sampling interval)."""
+    return corpus_value("best_acc_ci95", doc_ids)
+
+
+def agg_best_f1_macro(doc_ids: list) -> Any:
+    """BEST (Scruples' oracle ceiling): the expected macro F1 of an oracle knowing each document's true vote distribution."""
+    return corpus_value("best_f1_macro", doc_ids)
+
+
+def agg_best_f1_macro_ci95(doc_ids: list) -> Any:
+    """+-1.96 Monte-Carlo standard errors of best_f1_macro (the estimate's precision, not a sampling interval)."""
+    return corpus_value("best_f1_macro_ci95", doc_ids)
+
+
+def agg_option_mass(doc_ids: list) -> Any:
+    """Mean over documents of the total next-token probability on the options' scored strings (before renormalising)."""
+    return corpus_value("option_mass", doc_ids)
+
+
+def agg_option_mass_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of option_mass."""
+    return corpus_value("option_mass_ci95", doc_ids)
+
+
+def agg_variant_mass(doc_ids: list) -> Any:
+    """Mean over documents of the extra probability on the options' other surface variants ("A" when " A" is scored)."""
+    return corpus_value("variant_mass", doc_ids)
+
+
+def agg_xentropy_uniform(doc_ids: list) -> Any:
+    """xentropy of the uniform distribution on the same documents: log K."""
+    return corpus_value("xentropy_uniform", doc_ids)
+
+
+def agg_xentropy_prior(doc_ids: list) -> Any:
+    """xentropy of the TRAIN split's mean vote share on the same documents (Scruples' class prior); None without a train file."""
+    return corpus_value("xentropy_prior", doc_ids)
+
+
+def agg_order_effect(doc_ids: list) -> Any:
+    """Order-debiased tasks: mean over documents of the mean total-variation distance between the presentation orders' distributions."""
+    return corpus_value("order_effect", doc_ids)
+
+
+def agg_order_effect_ci95(doc_ids: list) -> Any:
+    """95% percentile-bootstrap interval of order_effect."""
+    return corpus_value("order_effect_ci95", doc_ids)
+
+
+def agg_agreement_low(doc_ids: list) -> Any:
+    """The main metrics on the documents of low human agreement (majority share <= the first cut point), with n and the share range."""
+    return corpus_value("agreement_low", doc_ids)
+
+
+def agg_agreement_mid(doc_ids: list) -> Any:
+    """The main metrics on the documents of middle human agreement (first cut point < majority share <= second), with n and the share range."""
+    return corpus_value("agreement_mid", doc_ids)
+
+
+def agg_agreement_high(doc_ids: list) -> Any:
+    """The main metrics on the documents of high human agreement (majority share > the second cut point), with n and the share range."""
+    return corpus_value("agreement_high", doc_ids)
+
+
+def agg_data_source(doc_ids: list) -> Any:
+    """Provenance of the evaluated split (full or sample, split, rows, checksum)."""
+    return corpus_value("data_source", doc_ids)
+
+
+def agg_record_format(doc_ids: list) -> Any:
+    """Format version of the records in the samples file (moral_tasks.records.RECORD_FORMAT)."""
+    return corpus_value("record_format", doc_ids)
+
+
+def agg_warnings(doc_ids: list) -> Any:
+    """Diagnostics a reader must see (low option mass, worse than uniform, one dominant option); also logged."""
+    return corpus_value("warnings", doc_ids)

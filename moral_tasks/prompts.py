@@ -7,7 +7,7 @@ or label order is a change of PROMPT_VERSION (it is recorded in every result).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 PROMPT_VERSION = "1"
@@ -32,6 +32,11 @@ def dilemma_prompt(doc: dict) -> str:
         "Which action is less ethical? Answer with A or B.\n"
         "Answer:"
     )
+
+
+def reorder_actions(doc: dict, perm: tuple[int, ...]) -> dict:
+    """The dilemma with its actions presented in order ``perm`` (presented action i = original perm[i])."""
+    return {**doc, "actions": [doc["actions"][i] for i in perm]}
 
 
 def _story(doc: dict) -> str:
@@ -87,6 +92,28 @@ def binary_counts(doc: dict) -> list:
     return [scores[label] for label in BINARY_LABELS]
 
 
+# Surface forms of an answer letter: lm-eval scores "<target_delimiter><letter>", i.e. " A"
+# without a chat template and "A" with one; a model may put its mass on either.
+LETTER_VARIANTS = ("{letter}", " {letter}")
+
+
+def option_variants(spec: "TaskSpec", target_delimiter: str = " ") -> tuple[tuple[str, ...], ...]:
+    """Per option, its surface strings as scored: the primary one (what lm-eval scores with
+    ``target_delimiter``) first, then the other variants.
+
+    This is the single definition of the answer tokens: the lm-eval tasks read every variant
+    (``option_mass`` is the primary strings' mass, ``variant_mass`` the others'), and with the
+    task option ``merge_variants`` an option's readout is the logsumexp over its variants;
+    the trainer reads the same strings so that it trains on the readout that is evaluated.
+    """
+    out = []
+    for letter in spec.letters:
+        primary = f"{target_delimiter}{letter}"
+        others = [form.format(letter=letter) for form in LETTER_VARIANTS]
+        out.append((primary, *(o for o in others if o != primary)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything that defines one task apart from the data files."""
@@ -97,16 +124,35 @@ class TaskSpec:
     prompt: Callable[[dict], str]
     counts: Callable[[dict], list]  # human vote counts in label order
     counts_field: str  # the field the counts come from, for error messages
+    # Presentation orders, each (name, permutation): presented option i is label perm[i].
+    # One order (the data's) for plain tasks; several for order-debiased variants, which
+    # read every order in one document and average the distributions mapped back.
+    orders: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    base: str | None = None  # the task whose data and prompt a variant shares
+    reorder: Callable[[dict, tuple[int, ...]], dict] | None = None  # a row with its options permuted
+    # Agreement levels are cut on the human majority share at these two points
+    # (low <= c1 < mid <= c2 < high); None: at the terciles of the evaluated documents.
+    agreement_cuts: tuple[float, float] | None = None
 
     @property
     def letters(self) -> tuple[str, ...]:
         return _letters(len(self.labels))
 
+    @property
+    def presentation_orders(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return self.orders or (("data", tuple(range(len(self.labels)))),)
+
+    @property
+    def base_name(self) -> str:
+        return self.base or self.name
+
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("moral_dilemmas", "dilemmas", DILEMMA_LABELS, dilemma_prompt, dilemma_counts, "gold_annotations"),
+        # 5 votes on 2 options: majority shares 3/5, 4/5 and 5/5 fall in the three levels.
+        TaskSpec("moral_dilemmas", "dilemmas", DILEMMA_LABELS, dilemma_prompt, dilemma_counts, "gold_annotations",
+                 reorder=reorder_actions, agreement_cuts=(0.7, 0.9)),
         TaskSpec("moral_anecdotes", "anecdotes", ANECDOTE_LABELS, anecdote_prompt, anecdote_counts, "label_scores"),
         TaskSpec(
             "moral_anecdotes_binary",
@@ -118,10 +164,45 @@ TASKS: dict[str, TaskSpec] = {
         ),
     )
 }
+"""The base tasks: one per label set and Scruples file family."""
+
+VARIANTS: dict[str, TaskSpec] = {
+    "moral_dilemmas_debiased": replace(TASKS["moral_dilemmas"], name="moral_dilemmas_debiased", base="moral_dilemmas",
+                                       orders=(("AB", (0, 1)), ("BA", (1, 0)))),
+}
+"""Variants of a base task: same data and prompt, read differently (described here, by data)."""
+
+FULL_SUFFIX = "_full"
+LM_EVAL_TASKS: dict[str, TaskSpec] = {
+    name: spec for spec in (*TASKS.values(), *VARIANTS.values()) for name in (spec.name, spec.name + FULL_SUFFIX)
+}
+"""Every lm-eval task name we define -> its spec. ``<task>_full`` reports the full metric set
+(the plain name the headline metrics); both score the same way."""
+
+
+def request_layout(spec: TaskSpec, idx: int) -> tuple[str, int, int]:
+    """What request ``idx`` of a document asks: ``(order name, variant index, label index)``.
+
+    A document's requests run over orders, then surface variants (see :func:`option_variants`;
+    0 = the string lm-eval scores), then presented options; presented option i of order
+    ``perm`` is label ``perm[i]``. A model type that answers from the document (not the text)
+    reads its answer for request ``idx`` from this.
+    """
+    k, n_variants = len(spec.labels), len(LETTER_VARIANTS)
+    order, rest = divmod(idx, n_variants * k)
+    variant, option = divmod(rest, k)
+    name, perm = spec.presentation_orders[order]
+    return name, variant, perm[option]
 
 
 def get_task(name: str) -> TaskSpec:
+    """The spec of a base task, a variant or any lm-eval task name of :data:`LM_EVAL_TASKS`."""
     try:
-        return TASKS[name]
+        return LM_EVAL_TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(LM_EVAL_TASKS)}") from None
+
+
+def base_task(name: str) -> str:
+    """The base task (data, prompt, labels) of any task name: e.g. moral_dilemmas for moral_dilemmas_debiased."""
+    return get_task(name).base_name

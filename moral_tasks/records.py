@@ -13,18 +13,23 @@ A record (JSON object, format :data:`RECORD_FORMAT`)::
     task            the task name as lm-eval ran it (e.g. "moral_dilemmas_debiased")
     doc_id          the Scruples id
     labels          label order = option order of every list below (e.g. ["FIRST", "SECOND"])
-    option_loglik   log-likelihood of each option's scored token(s), label order
-    q               the model's distribution over the options (renormalised), label order;
-                    for a debiased task the mean of the per-order distributions
-    option_mass     total probability of the scored option tokens (sum of exp(option_loglik)),
-                    before renormalisation; for a debiased task the mean over orders
+    option_loglik   the readout of each option, label order: the log-likelihood of the string
+                    lm-eval scores (" A", or "A" under a chat template), or with the task option
+                    merge_variants the logsumexp over the option's surface variants; for a
+                    debiased task the log of the mean probability over the orders
+    q               the model's distribution over the options (renormalised), label order: what
+                    every metric scores; for a debiased task the mean of the per-order distributions
+    option_mass     total probability of the strings lm-eval scores, before renormalisation
+                    (for a debiased task the mean over orders)
     variant_mass    extra probability on the options' other surface variants (e.g. "A" when
-                    " A" is scored); null when the task does not read variants
+                    " A" is scored), the same way; null when the task does not read variants
     counts          human vote counts, label order
     human_counts    Scruples' extra "human performance" votes (dilemmas dev/test), or null
     orders          debiased tasks only: {"AB": q, "BA": q}, each already mapped back to label order
     scoring         the task's scoring settings (they travel with the records: an aggregation
-                    sees nothing else)
+                    sees nothing else): fixed_concentration, bootstrap_resamples, bootstrap_seed,
+                    best_samples, merge_variants, agreement_cuts, prompt_version, data_source,
+                    prior (mean vote share of prior_split, i.e. train; null without it)
 
 Older samples files (format 1, written by moral-ambiguity 0.1: the record was
 repeated under every metric key and a debiased dilemma had two lines) are

@@ -152,15 +152,38 @@ def test_ece_interval_covers_the_true_ece_where_percentile_does_not():
     assert hits["basic"] >= 32 and hits["percentile"] <= 16, hits
 
 
-@pytest.mark.parametrize("path,extra", [("_default_template_yaml", []),
-                                        ("moral_dilemmas/moral_dilemmas_debiased.yaml", list(harness.DEBIASED_NAMES))])
-def test_yaml_reports_every_metric_and_interval(path, extra):
-    """The task YAMLs list exactly the names the harness computes (a YAML cannot import Python)."""
-    text = (Path(harness.__file__).parent / "tasks" / path).read_text()
-    entries = yaml.load(text.replace("!function ", ""), Loader=yaml.SafeLoader)["metric_list"]
-    assert [entry["metric"] for entry in entries] == list(harness.RESULT_NAMES) + extra + ["data_source"]
+def _metric_list(name):
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+
+    text = (TASKS_DIR / name).read_text()
+    return yaml.load(text.replace("!function ", ""), Loader=yaml.SafeLoader)["metric_list"]
+
+
+HEADLINE = ["xentropy", "dirichlet_nll", "acc", "f1_macro", "ece", "tvd", "option_mass"]
+ALWAYS = ["variant_mass", "xentropy_uniform", "xentropy_prior", "order_effect", "order_effect_ci95", "agreement_low",
+          "agreement_mid", "agreement_high", "warnings", "data_source", "record_format"]
+
+
+@pytest.mark.parametrize("template", ["_default_template_yaml", "_full_template_yaml"])
+def test_yaml_metric_lists_name_explicit_aggregations(template):
+    """`record` first (its aggregation scores the corpus), then names whose aggregation is a plain function."""
+    from moral_tasks.scoring import IN_SAMPLE
+
+    entries = _metric_list(template)
+    assert entries[0]["metric"] == "record"
+    hib = {IN_SAMPLE.get(m.name, m.name): m.higher_is_better for m in M.METRICS}
     for entry in entries:
         assert entry["aggregation"] == f"moral_tasks.harness.agg_{entry['metric']}"
-        metric = next((m for m in M.METRICS if m.name == entry["metric"]), None)
-        if metric is not None:
-            assert entry["higher_is_better"] == metric.higher_is_better
+        assert callable(getattr(harness, f"agg_{entry['metric']}"))
+        if entry["metric"] in hib:
+            assert entry["higher_is_better"] == hib[entry["metric"]], entry
+
+
+def test_headline_and_full_lists():
+    from moral_tasks.scoring import BEST_NAMES, CORE_NAMES
+
+    headline = [e["metric"] for e in _metric_list("_default_template_yaml")]
+    assert headline == ["record"] + [n for m in HEADLINE for n in (m, f"{m}_ci95")] + ALWAYS
+    full = [e["metric"] for e in _metric_list("_full_template_yaml")]
+    with_ci = [*CORE_NAMES, *BEST_NAMES, "option_mass"]
+    assert full == ["record"] + [n for m in with_ci for n in (m, f"{m}_ci95")] + ALWAYS

@@ -1,4 +1,9 @@
-"""The real `lm_eval` executable, in subprocesses, with a tiny local Llama: no --include_path anywhere."""
+"""Our tasks through the real lm_eval: in-process runs (a session-scoped model) and a few real CLI runs.
+
+Every number is checked against an independent computation: the model's next-token
+probabilities computed here with transformers, plain-Python metric formulas
+(tests/test_metrics.py) and the data files read directly.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,17 @@ import numpy as np
 import pytest
 
 from conftest import BIN, offline_env, read_results, run
-from moral_tasks.metrics import core as M
-from moral_tasks.metrics.best import best_scores
-from moral_tasks.metrics.intervals import bootstrap_intervals
-from moral_tasks.prompts import TASKS, get_task
+from harness_runs import MAIN_TASKS, evaluate, main_run, read_run, sample_test_run, tiny_lm  # noqa: F401
+from moral_tasks.prompts import get_task, option_variants, request_layout
+from moral_tasks.records import RECORD_FORMAT
 from test_metrics import ref_dm_nll, ref_q, ref_xent
 
 pytestmark = pytest.mark.slow
 
 LM_EVAL = BIN / "lm_eval"
+HEADLINE = ("xentropy", "dirichlet_nll", "acc", "f1_macro", "ece", "tvd", "option_mass")
+BASELINES = ("xentropy_uniform", "xentropy_prior", "variant_mass")
+K = {"moral_dilemmas": 2, "moral_dilemmas_debiased": 2, "moral_anecdotes": 5, "moral_anecdotes_binary": 2}
 
 
 def lm_eval_cmd(model, data_dir, out, tasks="moral_ambiguity", *extra):
@@ -29,79 +36,200 @@ def lm_eval_cmd(model, data_dir, out, tasks="moral_ambiguity", *extra):
     ]
 
 
-@pytest.fixture(scope="module")
-def group_run(tiny_model, scruples_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("group_run")
-    run(lm_eval_cmd(tiny_model, scruples_dir, out / "res"), cwd=out)
-    return read_results(out / "res")
+def primary_logliks(sample: dict, k: int) -> np.ndarray:
+    """(orders, variants, options) log-likelihoods as lm-eval returned them, in request order."""
+    return np.array([float(r[0]) for r in sample["filtered_resps"]]).reshape(-1, 2, k)
 
 
-def test_group_runs_without_include_path(group_run, scruples_dir):
-    results, samples = group_run
-    assert set(TASKS) <= set(results["results"])
-    for task in TASKS:
+def test_the_group_holds_the_four_tasks():
+    from lm_eval.tasks import TaskManager
+
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"bootstrap_resamples": 0})
+    loaded = tm.load(["moral_ambiguity"])
+    assert sorted(loaded["tasks"]) == sorted(MAIN_TASKS)
+
+
+def test_results_carry_the_headline_metrics_baselines_and_format(main_run):
+    results, samples, _ = read_run(main_run)
+    for task in MAIN_TASKS:
         row = results["results"][task]
-        for name in M.METRIC_NAMES:
+        for name in HEADLINE:
             assert math.isfinite(row[f"{name},none"]), (task, name)
             lo, hi = row[f"{name}_ci95,none"]
-            assert math.isfinite(lo) and lo <= hi, (task, name)
-        assert row["data_source,none"].startswith(f"full:scruples-v1.0/{get_task(task).dataset}/test rows=10 ")
+            assert lo <= row[f"{name},none"] <= hi or name in ("f1_macro", "ece", "dirichlet_nll"), (task, name)
+        for name in BASELINES:
+            assert math.isfinite(row[f"{name},none"]), (task, name)
+        assert row["record_format,none"] == RECORD_FORMAT
+        assert row["record,none"] == 10 and len(samples[task]) == 10
+        assert row["data_source,none"].startswith("full:scruples-v1.0/")
+        assert {"agreement_low,none", "agreement_mid,none", "agreement_high,none"} <= set(row)
+        assert ("order_effect,none" in row) == (task == "moral_dilemmas_debiased")
+        assert "calibrated_xentropy_insample,none" not in row  # the full set is moral_dilemmas_full etc.
         assert results["higher_is_better"][task]["xentropy"] is False
-        assert len(samples[task]) == 10
 
 
-@pytest.mark.parametrize("task", list(TASKS))
-def test_results_equal_metrics_recomputed_from_logged_samples(group_run, task):
-    """--log_samples holds q, counts and the doc id: enough to recompute every number independently."""
-    results, samples = group_run
-    records = [s["xentropy"] for s in samples[task]]
-    assert len({r["doc_id"] for r in records}) == len(records)
-    for sample, record in zip(samples[task], records):
-        lls = [float(r[0]) for r in sample["filtered_resps"]]
-        assert record["option_loglik"] == pytest.approx(lls)
-        assert record["q"] == pytest.approx(np.exp(M.log_normalize(lls)))
-        assert record["counts"] == sample["doc"]["counts"]
-    q = ref_q([r["option_loglik"] for r in records])
-    counts = [r["counts"] for r in records]
+def test_one_record_per_document_and_metric_keys_hold_only_the_doc_id(main_run):
+    _, samples, _ = read_run(main_run)
+    for task in MAIN_TASKS:
+        for sample in samples[task]:
+            record = sample["record"]
+            assert record["format"] == RECORD_FORMAT and record["task"] == task
+            assert record["doc_id"] == sample["doc"]["id"] and record["counts"] == sample["doc"]["counts"]
+            others = [m for m in sample["metrics"] if m != "record"]
+            assert sample["metrics"][0] == "record" and all(sample[m] == record["doc_id"] for m in others)
+            spec = get_task(task)
+            # the layout model types read; lm-eval's files hold {"gen_args_<i>": {"arg_0": ctx, "arg_1": cont}}
+            for i in range(len(sample["arguments"])):
+                cont = sample["arguments"][f"gen_args_{i}"]["arg_1"]
+                order, variant, label = request_layout(spec, i)
+                perm = dict(spec.presentation_orders)[order]
+                assert cont == option_variants(spec, " ")[perm.index(label)][variant]
+            ll = primary_logliks(sample, K[task])
+            assert record["option_mass"] == pytest.approx(np.exp(ll[:, 0]).sum(1).mean(), rel=1e-12)
+            assert record["variant_mass"] == pytest.approx(np.exp(ll[:, 1]).sum(1).mean(), rel=1e-12)
+            if task == "moral_dilemmas_debiased":
+                ab, ba = ref_q([ll[0, 0]])[0], ref_q([ll[1, 0]])[0]
+                assert record["orders"]["AB"] == pytest.approx(ab) and record["orders"]["BA"] == pytest.approx(ba[::-1])
+                assert record["q"] == pytest.approx([(ab[0] + ba[1]) / 2, (ab[1] + ba[0]) / 2])
+            else:
+                assert record["q"] == pytest.approx(ref_q([ll[0, 0]])[0]) and record["orders"] is None
+
+
+@pytest.mark.parametrize("task", MAIN_TASKS)
+def test_results_equal_an_independent_recomputation(main_run, scruples_dir, task):
+    results, samples, _ = read_run(main_run)
     row = results["results"][task]
+    records = [s["record"] for s in samples[task]]
+    q, counts = [r["q"] for r in records], [r["counts"] for r in records]
     assert row["xentropy,none"] == pytest.approx(ref_xent(q, counts), rel=1e-9)
-    k = len(get_task(task).labels)
-    assert row["dirichlet_nll_fixed,none"] == pytest.approx(ref_dm_nll(q, counts, float(k)), rel=1e-9)
-    logq = np.log(np.array([r["q"] for r in records]))
-    recomputed = M.compute_metrics(logq, counts)
-    cis = bootstrap_intervals(logq, counts, resamples=1000, seed=0)
-    for name in M.METRIC_NAMES:
-        assert row[f"{name},none"] == pytest.approx(recomputed[name], rel=1e-6, abs=1e-9), name
-        assert row[f"{name}_ci95,none"] == pytest.approx(list(cis[name]), rel=1e-5, abs=1e-8), name
-    best = best_scores(np.array(counts), n_samples=1000, seed=0)
-    for name, key in (("best_xentropy", "xentropy"), ("best_acc", "accuracy"), ("best_f1_macro", "f1_macro")):
-        assert row[f"{name},none"] == pytest.approx(best[key], rel=1e-12)
-        lo, hi = row[f"{name}_ci95,none"]
-        assert (hi - lo) / 2 == pytest.approx(1.96 * best[f"{key}_stderr"], rel=1e-9)
+    pred = [max(range(K[task]), key=lambda i: r[i]) for r in q]
+    gold = [max(range(K[task]), key=lambda i: c[i]) for c in counts]  # first maximum, as Scruples
+    assert row["acc,none"] == pytest.approx(sum(a == b for a, b in zip(pred, gold)) / len(q))
+    p = [[c / sum(row_c) for c in row_c] for row_c in counts]
+    tvd = sum(0.5 * sum(abs(a - b) for a, b in zip(qi, pi)) for qi, pi in zip(q, p)) / len(q)
+    assert row["tvd,none"] == pytest.approx(tvd, rel=1e-9)
+    assert row["option_mass,none"] == pytest.approx(sum(r["option_mass"] for r in records) / len(q), rel=1e-12)
+    assert row["xentropy_uniform,none"] == pytest.approx(math.log(K[task]))
+    # The prior: the mean vote share of the train file, read here directly.
+    from moral_tasks.data import load_split
+
+    train = load_split(get_task(task), "train", scruples_dir).counts
+    prior = [sum(c[i] / sum(c) for c in train) / len(train) for i in range(K[task])]
+    assert row["xentropy_prior,none"] == pytest.approx(ref_xent([prior] * len(q), counts), rel=1e-9)
+    if task == "moral_dilemmas_debiased":
+        effects = [0.5 * sum(abs(a - b) for a, b in zip(r["orders"]["AB"], r["orders"]["BA"])) for r in records]
+        assert row["order_effect,none"] == pytest.approx(sum(effects) / len(effects), rel=1e-9)
 
 
-def test_split_and_fixed_concentration_from_metadata(tiny_model, scruples_dir, tmp_path):
-    meta = json.dumps({"data_dir": str(scruples_dir), "split": "train-extra", "dirichlet_concentration": 3.5})
-    cmd = [LM_EVAL, "--model", "hf", "--model_args", f"pretrained={tiny_model}", "--tasks", "moral_dilemmas",
-           "--metadata", meta, "--device", "cpu", "--log_samples", "--output_path", tmp_path / "o"]
-    run(cmd, cwd=tmp_path)
-    results, samples = read_results(tmp_path / "o")
-    row = results["results"]["moral_dilemmas"]
+def test_option_probabilities_equal_the_models_next_token_distribution(main_run, tiny_model):
+    """The readout, recomputed with transformers: softmax of the last position's logits, BOS added as lm-eval does."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moral_tasks.prompts import dilemma_prompt, reorder_actions
+
+    _, samples, _ = read_run(main_run)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+
+    def probs(prompt: str, strings: list[str]) -> list[float]:
+        ids = tok(prompt)["input_ids"]
+        with torch.no_grad():
+            p = torch.softmax(model(torch.tensor([ids])).logits[0, -1].double(), -1)
+        out = []
+        for s in strings:
+            full = tok(prompt + s)["input_ids"]
+            assert full[: len(ids)] == ids and len(full) == len(ids) + 1
+            out.append(float(p[full[-1]]))
+        return out
+
+    for plain, debiased in list(zip(samples["moral_dilemmas"], samples["moral_dilemmas_debiased"]))[:3]:
+        row = json.loads(plain["doc"]["doc"])
+        scored, variants = probs(dilemma_prompt(row), [" A", " B"]), probs(dilemma_prompt(row), ["A", "B"])
+        assert plain["record"]["option_mass"] == pytest.approx(sum(scored), rel=1e-4)
+        assert plain["record"]["variant_mass"] == pytest.approx(sum(variants), rel=1e-4)
+        assert plain["record"]["q"] == pytest.approx([x / sum(scored) for x in scored], rel=1e-4)
+        swapped = probs(dilemma_prompt(reorder_actions(row, (1, 0))), [" A", " B"])
+        assert debiased["record"]["orders"]["BA"] == pytest.approx([swapped[1] / sum(swapped),
+                                                                    swapped[0] / sum(swapped)], rel=1e-4)
+
+
+def test_dilemma_sample_lines_are_small(sample_test_run):
+    """One line per dilemma, doc included: lm-eval's own fields (prompt per request, hashes) are most of it."""
+    _, _, files = read_run(sample_test_run)
+    sizes = [len(line.encode()) for line in files["moral_dilemmas"].read_text().splitlines()]
+    assert len(sizes) == 16 and max(sizes) < 4500, sizes
+
+
+def test_split_and_fixed_concentration_from_metadata(tiny_lm, scruples_dir):
+    meta = {"data_dir": str(scruples_dir), "split": "train-extra", "dirichlet_concentration": 3.5}
+    out = evaluate(tiny_lm, ["moral_dilemmas_full"], meta, limit=4)
+    row = out["results"]["moral_dilemmas_full"]
     assert "dilemmas/train-extra" in row["data_source,none"]
-    records = [s["xentropy"] for s in samples["moral_dilemmas"]]
-    q, counts = ref_q([r["option_loglik"] for r in records]), [r["counts"] for r in records]
+    records = [s["record"] for s in out["samples"]["moral_dilemmas_full"]]
+    q, counts = [r["q"] for r in records], [r["counts"] for r in records]
     assert row["dirichlet_nll_fixed,none"] == pytest.approx(ref_dm_nll(q, counts, 3.5), rel=1e-9)
 
 
-def test_bad_data_file_gives_a_clear_error(tiny_model, tmp_path):
+def test_full_variant_reports_every_metric(tiny_lm, scruples_dir):
+    from moral_tasks.metrics import core as M
+    from moral_tasks.scoring import CORE_NAMES
+
+    out = evaluate(tiny_lm, ["moral_dilemmas_debiased_full"], {"data_dir": str(scruples_dir)}, limit=4)
+    row = out["results"]["moral_dilemmas_debiased_full"]
+    for name in (*CORE_NAMES, "best_xentropy", "best_acc", "best_f1_macro", "order_effect"):
+        assert math.isfinite(row[f"{name},none"]) and len(row[f"{name}_ci95,none"]) == 2, name
+    assert "calibrated_xentropy,none" not in row and len(M.METRIC_NAMES) == len(CORE_NAMES)
+
+
+def test_merge_variants_reads_the_logsumexp_of_each_options_variants(tiny_lm, scruples_dir):
+    out = evaluate(tiny_lm, ["moral_anecdotes_binary"], {"data_dir": str(scruples_dir), "merge_variants": True},
+                   limit=3)
+    for sample in out["samples"]["moral_anecdotes_binary"]:
+        ll = primary_logliks(sample, 2)[0]
+        merged = [math.log(math.exp(ll[0, i]) + math.exp(ll[1, i])) for i in range(2)]
+        assert sample["record"]["q"] == pytest.approx(ref_q([merged])[0], rel=1e-9)
+        assert sample["record"]["scoring"]["merge_variants"] is True
+
+
+def _swapped_context_check(sample):
+    """The BA order's context is the AB context with only the document's own text reordered."""
+    from moral_tasks.prompts import dilemma_prompt, reorder_actions
+
+    row = json.loads(sample["doc"]["doc"])
+    ab_ctx, ba_ctx = sample["arguments"][0][0], sample["arguments"][4][0]
+    ab_text, ba_text = dilemma_prompt(row), dilemma_prompt(reorder_actions(row, (1, 0)))
+    head, _, tail = ab_ctx.rpartition(ab_text)
+    assert ba_ctx == head + ba_text + tail
+    return head, tail
+
+
+def test_chat_template_scores_the_bare_letter_first(tiny_lm, scruples_dir):
+    out = evaluate(tiny_lm, ["moral_dilemmas", "moral_dilemmas_debiased"], {"data_dir": str(scruples_dir)}, limit=2,
+                   apply_chat_template=True)
+    sample = out["samples"]["moral_dilemmas"][0]
+    assert [a[1] for a in sample["arguments"]] == ["A", "B", " A", " B"]
+    head, tail = _swapped_context_check(out["samples"]["moral_dilemmas_debiased"][0])
+    assert tail and head  # the chat template's markup around the user turn is kept
+
+
+def test_debiased_few_shot_keeps_the_examples_and_swaps_only_the_document(tiny_lm, scruples_dir):
+    out = evaluate(tiny_lm, ["moral_dilemmas_debiased"], {"data_dir": str(scruples_dir)}, limit=2, num_fewshot=1)
+    for sample in out["samples"]["moral_dilemmas_debiased"]:
+        head, _ = _swapped_context_check(sample)
+        assert "Answer: " in head  # the few-shot example with its answer precedes the document
+
+
+def test_bad_data_file_gives_a_clear_error(tiny_lm, tmp_path):
+    from moral_tasks.data import DataError
+
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "test.scruples-dilemmas.jsonl").write_text('{"id": "a", "actions": [}\n')
-    cmd = [LM_EVAL, "--model", "hf", "--model_args", f"pretrained={tiny_model}", "--tasks", "moral_dilemmas",
-           "--metadata", json.dumps({"data_dir": str(bad)}), "--device", "cpu"]
-    proc = run(cmd, cwd=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert f"{bad / 'test.scruples-dilemmas.jsonl'}:1: invalid JSON" in proc.stderr
+    with pytest.raises(DataError, match=f"{bad / 'test.scruples-dilemmas.jsonl'}:1: invalid JSON"):
+        evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(bad)})
 
 
 def test_validate(tmp_path):
@@ -198,24 +326,27 @@ def test_moral_ambiguity_eval_passes_through_to_lm_eval(tiny_model, tmp_path):
     assert results["results"]["moral_anecdotes_binary"]["data_source,none"].startswith("sample:")
 
 
-def test_demo_prints_the_table(tmp_path):
-    proc = run([BIN / "moral-ambiguity", "demo", "--limit", "5"], cwd=tmp_path)
-    for task in TASKS:
-        assert task in proc.stdout
-    assert "xentropy" in proc.stdout and "dirichlet_nll" in proc.stdout and "NOT Scruples" in proc.stdout
-    assert "fatal:" not in proc.stderr, "lm-eval's `git describe` outside a checkout must stay quiet"
+def test_demo_prints_the_table(capfd):
+    from moral_tasks.cli.main import main
+
+    assert main(["demo", "--limit", "5"]) == 0
+    out, err = capfd.readouterr()
+    for task in MAIN_TASKS:
+        assert task in out
+    assert "xentropy" in out and "dirichlet_nll" in out and "NOT Scruples" in out
+    assert "fatal:" not in err, "lm-eval's `git describe` outside a checkout must stay quiet"
 
 
-def test_evaluate_module_matches_the_harness(group_run):
+def test_evaluate_module_matches_the_harness(main_run):
     """`evaluate.load(<path in the package>)` works offline and gives the harness's numbers."""
-    import evaluate
+    import evaluate as hf_evaluate
 
     from moral_tasks.metrics.hf_evaluate import MODULE_PATH
 
-    results, samples = group_run
-    metric = evaluate.load(MODULE_PATH)
-    for task in TASKS:
-        records = [s["xentropy"] for s in samples[task]]
+    results, samples, _ = read_run(main_run)
+    metric = hf_evaluate.load(MODULE_PATH)
+    for task in MAIN_TASKS:
+        records = [s["record"] for s in samples[task]]
         got = metric.compute(predictions=[r["q"] for r in records], references=[r["counts"] for r in records])
-        for name in M.METRIC_NAMES:
+        for name in HEADLINE[:-1]:
             assert got[name] == pytest.approx(results["results"][task][f"{name},none"], rel=1e-6, abs=1e-9), name

@@ -1,4 +1,4 @@
-"""``moral-ambiguity`` console script: eval, data, demo, make-tiny-model."""
+"""``moral-ambiguity`` console script: eval, rescore, data, demo, make-tiny-model."""
 
 from __future__ import annotations
 
@@ -133,6 +133,18 @@ def _cmd_make_tiny_model(args) -> int:
     return 0
 
 
+def _cmd_rescore(args) -> int:
+    from ..records import RecordFormatError
+    from ..rescore import RescoreError, main as rescore_main
+    from ..scoring import CorpusError
+
+    try:
+        return rescore_main(args.results_dir, dev=args.dev, output=args.output)
+    except (RecordFormatError, RescoreError, CorpusError) as exc:
+        print(f"moral-ambiguity: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -152,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run lm_eval on the moral_ambiguity tasks; other arguments go to lm_eval unchanged",
         description="Equivalent to `lm_eval --include_path <our tasks> --tasks moral_ambiguity ARGS`.",
     )
+
+    rescore = sub.add_parser(
+        "rescore", help="recompute every number of an lm_eval run from its samples files (+ dev-fitted calibration)",
+        description="Recompute every metric, interval and agreement slice of an lm_eval run (--log_samples) from its "
+                    "samples files, with the code lm_eval's aggregations use. With --dev, the temperature is fitted on "
+                    "the dev run's records and applied to this run (Scruples' calibration protocol).")
+    rescore.add_argument("results_dir", help="lm_eval --output_path folder of one model (or the model's subfolder)")
+    rescore.add_argument("--dev", metavar="DEV_RESULTS_DIR", help="the same model's run on the dev split")
+    rescore.add_argument("--output", metavar="FILE", help="write the JSON here instead of standard output")
 
     data = sub.add_parser("data", help="fetch, inspect and verify the Scruples files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -234,6 +255,8 @@ def _main(argv: list[str] | None) -> int:
     from ..data.download import FetchError
 
     try:
+        if args.command == "rescore":
+            return _cmd_rescore(args)
         if args.command == "data":
             if args.data_command == "fetch":
                 return _cmd_data_fetch(args)

@@ -1,0 +1,114 @@
+"""Faults in scoring and rescoring, each produced for real: one test per case."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from harness_runs import evaluate, main_run, tiny_lm  # noqa: F401
+from moral_tasks.cli.main import main as cli
+from scruples_factory import dilemma_row, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def copy_run(run_dir, dest):
+    shutil.copytree(run_dir, dest)
+    return dest, None
+
+
+def rescore_error(capsys, *args) -> str:
+    assert cli(["rescore", *map(str, args)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moral-ambiguity: error: ") and "Traceback" not in err
+    return err
+
+
+def test_samples_file_of_format_1_is_refused_with_what_to_do(tmp_path, capsys):
+    # moral-ambiguity 0.1 wrote the record under every metric key and no "record" key.
+    old = {"doc_id": 0, "xentropy": {"doc_id": "d0", "q": [0.5, 0.5], "counts": [3, 2]}}
+    path = tmp_path / "run" / "samples_moral_dilemmas_2025-01-01T00-00-00.000000.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps(old) + "\n")
+    err = rescore_error(capsys, tmp_path / "run")
+    assert f"{path}:1: no 'record' field" in err and "rerun lm_eval" in err
+
+
+def test_truncated_samples_line_names_file_and_line(main_run, tmp_path, capsys):
+    run_dir, _ = copy_run(main_run, tmp_path / "run")
+    path = next(run_dir.rglob("samples_moral_anecdotes_*.jsonl"))
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]) + "\n")  # a write cut short
+    err = rescore_error(capsys, run_dir)
+    assert f"{path}:{len(lines)}: invalid JSON" in err
+
+
+def test_samples_file_with_a_document_twice(main_run, tmp_path, capsys):
+    run_dir, _ = copy_run(main_run, tmp_path / "run")
+    path = next(run_dir.rglob("samples_moral_dilemmas_2*.jsonl"))
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines + lines[:1]) + "\n")  # e.g. two runs' files concatenated
+    doc_id = json.loads(lines[0])["record"]["doc_id"]
+    assert f"moral_dilemmas: document(s) scored twice: {doc_id}" in rescore_error(capsys, run_dir)
+
+
+def test_dev_run_that_is_the_test_run_is_refused(main_run, capsys):
+    assert "the dev run shares 10 document(s) with the evaluated run" in rescore_error(capsys, main_run, "--dev",
+                                                                                       main_run)
+
+
+def test_dev_run_without_the_task(main_run, tmp_path, capsys):
+    dev_dir, _ = copy_run(main_run, tmp_path / "dev")
+    for path in dev_dir.rglob("samples_moral_anecdotes_*.jsonl"):
+        path.unlink()
+    assert "no samples file for task moral_anecdotes" in rescore_error(capsys, main_run, "--dev", dev_dir)
+
+
+def test_folder_without_samples(tmp_path, capsys):
+    assert "no lm-eval samples files" in rescore_error(capsys, tmp_path)
+
+
+def test_data_without_a_train_split_reports_no_prior_and_warns(tiny_lm, tmp_path, caplog):
+    import random
+
+    rng = random.Random(0)
+    write_jsonl(tmp_path / "dilemmas" / "test.scruples-dilemmas.jsonl", [dilemma_row(rng, i) for i in range(4)])
+    with caplog.at_level(logging.WARNING):
+        out = evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(tmp_path)})
+    assert out["results"]["moral_dilemmas"]["xentropy_prior,none"] is None
+    assert "moral_dilemmas: no train split found, so xentropy_prior cannot be reported" in caplog.text
+
+
+def test_model_returning_nan_is_a_clear_error_naming_the_document(tiny_model, scruples_dir, tmp_path):
+    """A real NaN: a copy of the tiny model whose output layer is NaN."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moral_tasks.scoring import CorpusError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "nan-model")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "nan-model")
+    lm = HFLM(pretrained=str(tmp_path / "nan-model"), batch_size=4, device="cpu", dtype="float32")
+    with pytest.raises(CorpusError, match="moral_dilemmas document dil0000: the model returned a non-finite"):
+        evaluate(lm, ["moral_dilemmas"], {"data_dir": str(scruples_dir)}, limit=2)
+
+
+def test_task_yaml_whose_metric_list_does_not_start_with_record(tmp_path, scruples_dir):
+    from lm_eval.tasks import TaskManager
+
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+
+    (tmp_path / "bad.yaml").write_text(
+        f"task: moral_dilemmas\ninclude: {TASKS_DIR / '_default_template_yaml'}\nmetric_list:\n"
+        "  - {metric: xentropy, aggregation: !function moral_tasks.harness.agg_xentropy, higher_is_better: false}\n"
+        "  - {metric: record, aggregation: !function moral_tasks.harness.agg_record, higher_is_better: null}\n")
+    tm = TaskManager(include_path=str(tmp_path), include_defaults=False, metadata={"data_dir": str(scruples_dir)})
+    with pytest.raises(ValueError, match="moral_dilemmas: metric_list must declare 'record' first"):
+        tm.load(["moral_dilemmas"])
