@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import Board, ConfigError, Entry, known_tasks, load_board
+from .config import Board, ConfigError, Entry, base_of, known_tasks, load_board
 
 PROG = "moral-ambiguity leaderboard"
 
@@ -50,8 +50,13 @@ def _collected(folders: list[str], results: dict, failures: dict) -> Board:
             unique = name if name not in results else f"{name} ({folder})"
             results[unique] = {t: r for t, r in by_task.items() if t in known_tasks()}
             config = next(iter(by_task.values()))["config"]
-            entries.append(Entry(name=unique, model=str(config.get("model"))))
+            args = config.get("model_args") or ""
+            if isinstance(args, dict):  # lm-eval writes the parsed model_args
+                args = ",".join(f"{k}={v}" for k, v in args.items())
+            entries.append(Entry(name=unique, model=str(config.get("model")), model_args=str(args)))
             tasks += [t for t in results[unique] if t not in tasks]
+    for entry in entries:
+        entry.base = base_of(entry, entries)
     return Board(tasks, entries, source=", ".join(folders))
 
 

@@ -85,7 +85,7 @@ class Board:
     title: str | None = None
 
 
-def _base_of(entry: Entry, entries: list[Entry]) -> str | None:
+def base_of(entry: Entry, entries: list[Entry]) -> str | None:
     args = entry.args()
     if "peft" not in args:
         return None
@@ -209,7 +209,7 @@ def load_board(path: str | Path) -> Board:
         raise ConfigError(f"{where('entries', names.index(duplicated[0]), 'name')}: duplicate entry names {duplicated}")
     for i, entry in enumerate(entries):
         if entry.base is None:
-            entry.base = _base_of(entry, entries)
+            entry.base = base_of(entry, entries)
         elif entry.base not in names or entry.base == entry.name:
             raise ConfigError(f"{where('entries', i, 'base')}: entry {entry.name} has base {entry.base!r}, "
                               "which is not another entry")

@@ -127,7 +127,8 @@ def task_references(task: str, entries: dict[str, dict]) -> tuple[dict[str, dict
         return rows, facts, warnings
     records = list(docs.values())
     counts = np.array([r.counts for r in records], dtype=np.float64)
-    rows["uniform"] = _scored(counts, constant_predictions(counts)["uniform"], scoring)
+    with np.errstate(divide="ignore"):  # constant_predictions also builds this corpus's prior, unused here
+        rows["uniform"] = _scored(counts, constant_predictions(counts)["uniform"], scoring)
     try:
         train, facts["train"] = _train_counts(task, list(entries.values()))
         prior = constant_predictions(train)["prior"][0]  # the train split's class frequencies

@@ -71,6 +71,8 @@ def write_markdown(board: dict, path: Path) -> None:
              "Values: 4 significant digits [95% bootstrap interval]; BEST's interval is its Monte-Carlo error. "
              "Bold: best entry per column.", ""]
     lines += [f"> **Warning:** {w['text']}" for w in board["warnings"] if w["kind"] in ("sample", "failed")]
+    lines += [""] + [f"- data of `{task}`: " + "; ".join(f"`{s}`" for s in facts["data_sources"])
+                     for task, facts in board["task_facts"].items() if facts["data_sources"]]
     lines += ["", "## Summary", ""]
     for item in board["summary"]:
         lines.append(f"- **{item['task']}**: " + " ".join(item["sentences"]))
