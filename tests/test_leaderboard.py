@@ -226,3 +226,11 @@ def test_end_to_end_board_base_two_adapters_and_an_api_model(board_run):
     again = run(board_run.cmd, cwd=board_run.root)
     assert "4 of 4 runs cached, 0 to run" in again.stderr
     assert list(csv.DictReader(open(board_run.out / "leaderboard.csv"))) == rows
+
+
+def test_page_opens_with_summary_then_provenance(small_board):
+    """The page's order without a browser (tests/test_leaderboard_html.py checks it in Chromium)."""
+    out, _ = small_board
+    page = (out / "leaderboard.html").read_text()
+    assert page.index('id="summary"') < page.index('id="provenance"') < page.index("<table")
+    assert "Best entry: tuned &amp; co" in page and 'data-kind="sample"' not in page  # full data: no sample warning

@@ -239,19 +239,27 @@ def _gap_figure(tasks: list[str], entries: list[dict]) -> Figure:
     return fig
 
 
-def _panels(n: int, title: str) -> tuple[Figure, list]:
-    ncols = min(n, 4)
+def _panels(n: int, title: str, xlabel: str, ylabel: str) -> tuple[Figure, list]:
+    """A grid of square panels sharing axes (labels on the outer ones only). No constrained layout:
+    it costs seconds per figure with a dozen panels."""
+    ncols = min(n, 5)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(3.2 * ncols, 3.2 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[n:]:
+    fig = Figure(figsize=(2.5 * ncols + 0.8, 2.5 * nrows + 0.7))
+    fig.subplots_adjust(left=0.8 / (2.5 * ncols + 0.8), right=0.98, bottom=0.5 / (2.5 * nrows + 0.7),
+                        top=1 - 0.45 / (2.5 * nrows + 0.7), wspace=0.12, hspace=0.3)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    for ax in axes.ravel()[n:]:
         ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
     fig.suptitle(title)
-    return fig, list(axes[:n])
+    return fig, list(axes.ravel()[:n])
 
 
 def _reliability_figure(task: str, records: dict[str, list]) -> Figure:
-    fig, axes = _panels(len(records), f"{task}: reliability diagram")
+    fig, axes = _panels(len(records), f"{task}: reliability diagram", "P(top option)", "top option = majority")
     for ax, (name, recs) in zip(axes, records.items()):
         q = [np.asarray(r.q, dtype=float) for r in recs]
         top = np.array([qi.argmax() for qi in q])
@@ -261,17 +269,17 @@ def _reliability_figure(task: str, records: dict[str, list]) -> Figure:
         bins = np.array_split(np.argsort(conf, kind="stable"), min(N_BINS, len(conf)))
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
         ax.plot([conf[b].mean() for b in bins], [hit[b].mean() for b in bins], "o-", color="tab:blue")
-        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title=_short_label(name),
-               xlabel="P(top option)", ylabel="top option = human majority")
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        ax.set_title(_short_label(name), fontsize=9)
     return fig
 
 
 def _scatter_figure(task: str, records: dict[str, list]) -> Figure:
-    fig, axes = _panels(len(records), f"{task}: probability of option A")
+    fig, axes = _panels(len(records), f"{task}: probability of option A", "model q(A)", "human share of A")
     for ax, (name, recs) in zip(axes, records.items()):
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
         ax.scatter([r.q[0] for r in recs], [r.counts[0] / sum(r.counts) for r in recs], s=8, alpha=0.4,
                    color="tab:blue")
-        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title=_short_label(name), xlabel="model q(A)",
-               ylabel="human share of A")
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        ax.set_title(_short_label(name), fontsize=9)
     return fig

@@ -334,7 +334,7 @@ def summary(board: dict) -> list[dict]:
     n_tests = len(board["comparisons"])
     for task in board["tasks"]:
         scored = [r for r in board["rows"] if r["kind"] == "entry" and "xentropy" in r["metrics"].get(task, {})]
-        item = {"task": task, "best": None, "sentences": []}
+        item = {"task": task, "best": None, "sentences": [], "differences": []}
         if scored:
             best = min(scored, key=lambda r: r["metrics"][task]["xentropy"]["value"])
             x = best["metrics"][task]["xentropy"]
@@ -353,7 +353,7 @@ def summary(board: dict) -> list[dict]:
             a_better = c["mean_diff"] < 0
             better, worse = (c["a"], c["b"]) if a_better else (c["b"], c["a"])
             low, high = (-c["ci_high"], -c["ci_low"]) if a_better else (c["ci_low"], c["ci_high"])
-            item["sentences"].append(
+            item["differences"].append(
                 f"{better} has lower xentropy than {worse} by {_sig(abs(c['mean_diff']))} nats "
                 f"(95% CI {_sig(low)}–{_sig(high)}, Holm-adjusted p = {c['p_holm']:.3g}, {c['n_docs']} documents).")
         tested = sum(c["task"] == task for c in board["comparisons"])
@@ -361,8 +361,8 @@ def summary(board: dict) -> list[dict]:
             item["sentences"].append(f"None of its {tested} paired comparisons is significant after a Holm "
                                      f"correction over all {n_tests} at {ALPHA}.")
         elif significant:
-            item["sentences"].append(f"({len(significant)} of {tested} paired comparisons significant after a Holm "
-                                     f"correction over all {n_tests} at {ALPHA}.)")
+            item["sentences"].append(f"{len(significant)} of its {tested} paired comparisons stay significant after "
+                                     f"a Holm correction over all {n_tests} at {ALPHA}:")
         out.append(item)
     return out
 

@@ -76,6 +76,7 @@ def write_markdown(board: dict, path: Path) -> None:
     lines += ["", "## Summary", ""]
     for item in board["summary"]:
         lines.append(f"- **{item['task']}**: " + " ".join(item["sentences"]))
+        lines += [f"  - {d}" for d in item["differences"]]
     tasks = board["tasks"]
     headers = ["entry"]
     for task in tasks:

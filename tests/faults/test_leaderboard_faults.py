@@ -145,6 +145,7 @@ def test_missing_data_dir_is_refused(tmp_path, leaderboard):
     assert f"{board}:2" in line and "metadata.data_dir" in line and "not a directory" in line
 
 
+@pytest.mark.slow
 def test_board_file_error_through_the_console_script(tmp_path):
     """The one real subprocess: what a user's shell gets."""
     board = tmp_path / "board.yaml"
