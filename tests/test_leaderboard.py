@@ -8,14 +8,14 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 
 import numpy as np
 import pytest
 
 from conftest import run
 from leaderboard_results import SCORING, record, write_run
-from moral_tasks.leaderboard.cli import main
-from moral_tasks.leaderboard.collect import read_results_folder
+from moral_tasks.leaderboard.collect import metrics_of, read_results_folder
 from moral_tasks.leaderboard.config import ConfigError, load_board, task_spec
 from moral_tasks.leaderboard.report import gap_closed, grouped, holm, paired_comparison
 from moral_tasks.leaderboard.tables import tex_escape
@@ -111,19 +111,28 @@ def test_paired_comparison_detects_a_real_difference_and_not_a_fake_one():
     assert same["mean_diff"] == pytest.approx(0.0) and same["p_value"] == pytest.approx(1.0)
 
 
-def test_collect_survives_lm_eval_quirks(tmp_path):
-    """stderr "N/A", bare NaN, a random folder name; metrics and intervals as written."""
+def test_metrics_of_a_results_row_survive_lm_eval_quirks():
+    """stderr "N/A", NaN, a missing interval, a string field."""
+    row = {"xentropy,none": 0.61, "xentropy_stderr,none": "N/A", "xentropy_ci95,none": [0.6, 0.62],
+           "acc,none": float("nan"), "brier,none": 0.2, "data_source,none": "sample:x", "alias": "moral_dilemmas"}
+    assert metrics_of(row) == {"xentropy": {"value": 0.61, "ci_low": 0.6, "ci_high": 0.62},
+                               "brier": {"value": 0.2, "ci_low": None, "ci_high": None}}
+
+
+def test_collect_reads_a_results_folder_with_a_random_name_and_bare_nan(tmp_path):
     folder = tmp_path / "res" / "a1b2c3d4"
     folder.mkdir(parents=True)
+    # q = (0.25, 0.75) against votes (4, 1): xentropy = -(0.8 ln 0.25 + 0.2 ln 0.75).
+    x = -(0.8 * math.log(0.25) + 0.2 * math.log(0.75))
     (folder / "results_2026-01-01T00-00-00.5.json").write_text(
-        '{"results": {"moral_dilemmas": {"xentropy,none": 0.61, "xentropy_stderr,none": "N/A", '
-        '"xentropy_ci95,none": [0.6, 0.62], "acc,none": NaN, "data_source,none": "sample:x"}}, '
+        f'{{"results": {{"moral_dilemmas": {{"xentropy,none": {x!r}, "acc,none": NaN, "data_source,none": "sample:x"}}}}, '
         '"config": {"model": "hf", "model_args": "pretrained=x"}}')
     rec = record("moral_dilemmas", "d0", [0.25, 0.75], [4, 1])
     (folder / "samples_moral_dilemmas_2026-01-01T00-00-00.5.jsonl").write_text(json.dumps({"record": rec}) + "\n")
     got = read_results_folder(tmp_path / "res")["a1b2c3d4"]["moral_dilemmas"]
-    assert got["metrics"] == {"xentropy": {"value": 0.61, "ci_low": 0.6, "ci_high": 0.62}}
+    assert got["metrics"]["xentropy"]["value"] == pytest.approx(x, abs=1e-12)
     assert got["records"][0].q == [0.25, 0.75] and got["data_source"] == "sample:x"
+    assert got["disagreements"] == []
 
 
 def test_samples_of_the_same_run_are_preferred(tmp_path):
@@ -138,23 +147,39 @@ def test_samples_of_the_same_run_are_preferred(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_board(tmp_path_factory):
-    """A base and its adapter on one task, 40 documents, the adapter clearly better: every output written."""
-    root = tmp_path_factory.mktemp("small")
+    """A base and its adapter on one task, 40 documents, the adapter clearly better: every output written.
+
+    Built from collected results directly (report and writers under test, not collection), with
+    reported numbers chosen to exercise rounding.
+    """
+    from moral_tasks.leaderboard.config import Board, Entry
+    from moral_tasks.leaderboard.html import render_html
+    from moral_tasks.leaderboard.report import build_board
+    from moral_tasks.leaderboard.tables import write_csv, write_latex, write_markdown
+
+    out = tmp_path_factory.mktemp("small")
     rng = np.random.default_rng(1)
     counts = rng.integers(0, 6, size=(40, 2))
     counts[counts.sum(1) == 0] = [1, 0]
     p = counts / counts.sum(1, keepdims=True)
     source = "full:scruples-v1.0/dilemmas/test rows=40 skipped_zero_votes=0 sha256:0123456789abcdef"
-    for name, q, x in (("base_model", np.full_like(p, 0.5), (0.69315, 0.68, 0.70)),
-                       ("tuned & co", 0.9 * p + 0.05, (0.52345678, 0.5, 0.55))):
-        recs = [record("moral_dilemmas", f"d{i}", q[i].tolist(), counts[i].tolist()) for i in range(40)]
-        write_run(root / "res", name, {"moral_dilemmas": {
-            "records": recs, "data_source": source,
-            "metrics": {"xentropy": x, "acc": 0.5, "best_xentropy": (0.40123, 0.4, 0.402)}}},
-            model_args="pretrained=m" + (",peft=a" if name != "base_model" else ""))
-    out = root / "out"
-    assert main(["--results", str(root / "res"), "--output", str(out)]) == 0
-    return out, root
+    stat = lambda v, lo=None, hi=None: {"value": v, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    results = {}
+    for name, q, x in (("base_model", np.full_like(p, 0.5), stat(0.69315, 0.68, 0.70)),
+                       ("tuned & co", 0.9 * p + 0.05, stat(0.52345678, 0.5, 0.55))):
+        recs = [Record.from_json(record("moral_dilemmas", f"d{i}", q[i].tolist(), counts[i].tolist()), "test")
+                for i in range(40)]
+        results[name] = {"moral_dilemmas": {
+            "records": recs, "data_source": source, "metadata": {}, "results_file": f"{name}/results.json",
+            "metrics": {"xentropy": x, "acc": stat(0.5), "best_xentropy": stat(0.40123, 0.4, 0.402)}}}
+    board = Board(["moral_dilemmas"], [Entry("base_model", "hf", "pretrained=m"),
+                                       Entry("tuned & co", "hf", "pretrained=m,peft=a", base="base_model")])
+    summary = build_board(board, results)
+    write_csv(summary, out / "leaderboard.csv")
+    write_markdown(summary, out / "leaderboard.md")
+    write_latex(summary, out / "leaderboard.tex")
+    render_html(summary, out / "leaderboard.html")
+    return out, summary
 
 
 def test_markdown_has_four_significant_digits_and_fits_a_readme(small_board):

@@ -200,12 +200,17 @@ def test_in_headless_chromium_at_1280_px(page_path, browser):
     names = lambda: table.locator("tbody tr td:first-child").all_inner_texts()  # noqa: E731
     assert any(n.strip().endswith(LONG + "X") for n in names())
     header = table.locator("thead th", has_text="xentropy")
+    column = list(table.locator("thead th").all_inner_texts()).index(header.inner_text())
+    keys = lambda: table.locator(f"tbody tr td:nth-child({column + 1})").evaluate_all(  # noqa: E731
+        "cells => cells.map(c => c.dataset.v)")
     header.click()
-    ascending = names()
+    ascending, names_up = keys(), names()
     header.click()
-    descending = names()
-    assert ascending[0].startswith("BEST")
-    assert ascending[-1].startswith("human") and descending[-1 - 1].startswith("BEST")  # human: no xentropy, last
+    descending, names_down = keys(), names()
+    values = [float(k) for k in ascending if k]
+    assert values == sorted(values) and [float(k) for k in descending if k] == sorted(values, reverse=True)
+    # The human row has no xentropy: last in both directions.
+    assert ascending[-1] == descending[-1] == "" and names_up[-1].startswith("human") and names_down[-1].startswith("human")
     assert not errors, errors
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     page.close()

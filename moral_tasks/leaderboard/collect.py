@@ -7,6 +7,11 @@ match ``moral_anecdotes_binary``). Records are read only through
 :func:`moral_tasks.records.read_samples`, which refuses formats it does not
 know. Robust to lm-eval's quirks: stderr ``"N/A"`` strings, bare ``NaN`` in
 JSON, folder names that are random ids.
+
+Where ``moral_tasks.rescore`` exists, every metric is recomputed from the
+samples file by the code lm-eval's aggregations call (so metrics defined after
+a run appear too), and a reported number that the samples do not reproduce is
+flagged: the samples file is not the one that produced the results.
 """
 
 from __future__ import annotations
@@ -46,6 +51,21 @@ def metrics_of(row: dict) -> dict[str, dict]:
     return out
 
 
+def rescored(samples: Path) -> dict[str, dict] | None:
+    """Every metric recomputed from a samples file; None where this version has no rescoring."""
+    try:
+        from moral_tasks.rescore import score_samples
+    except ImportError:  # moral-ambiguity without `rescore`: lm-eval's reported numbers are all there is
+        return None
+    return metrics_of({f"{name},none": value for name, value in score_samples(samples).items()})
+
+
+def disagreements(reported: dict[str, dict], recomputed: dict[str, dict], tol: float = 1e-9) -> list[str]:
+    """Metrics whose reported value the samples do not reproduce."""
+    return sorted(m for m, v in reported.items() if m in recomputed
+                  and abs(v["value"] - recomputed[m]["value"]) > tol * max(1.0, abs(v["value"])))
+
+
 def samples_file(results_file: Path, task: str) -> Path | None:
     """The samples of exactly ``task`` written with ``results_file`` (else the newest of exactly ``task``)."""
     date = results_file.stem.removeprefix("results_")
@@ -81,8 +101,11 @@ def read_results_folder(folder: Path) -> dict[str, dict]:
             except RecordFormatError as exc:
                 raise CollectError(str(exc)) from None
             metadata = ((results.get("configs") or {}).get(task) or {}).get("metadata") or {}
+            reported = metrics_of(row)
+            recomputed = rescored(samples) if records else None
             model[task] = {
-                "metrics": metrics_of(row),
+                "metrics": reported if recomputed is None else recomputed,
+                "disagreements": [] if recomputed is None else disagreements(reported, recomputed),
                 "higher_is_better": (results.get("higher_is_better") or {}).get(task) or {},
                 "records": records,
                 "data_source": row.get("data_source,none"),

@@ -106,6 +106,9 @@ def task_references(task: str, entries: dict[str, dict]) -> tuple[dict[str, dict
              "data_sources": sorted({r["data_source"] for r in entries.values() if r.get("data_source")}),
              "coverage": {name: len(r["records"]) for name, r in entries.items()}}
     for name, result in entries.items():
+        if result.get("disagreements"):
+            warnings.append(f"{name} on {task}: its samples file {result['samples_file']} does not reproduce the "
+                            f"reported {', '.join(result['disagreements'])}: the numbers shown are the samples' ")
         if not result["records"]:
             warnings.append(f"{name} on {task}: no samples file (run lm_eval with --log_samples): no reliability "
                             "diagram or paired test, and the reference rows do not use it")

@@ -163,8 +163,8 @@ def test_reference_rows_come_from_each_tasks_own_settings_and_data(tmp_path, lea
     meta = {"data_dir": str(data)}
     dil = {**SCORING, "fixed_concentration": 2.0}
     anec = {**SCORING, "fixed_concentration": 7.0}
-    d = [record("moral_dilemmas", "d0", [0.5, 0.5], [5, 0], scoring=dil),
-         record("moral_dilemmas", "d1", [0.5, 0.5], [0, 5], scoring=dil)]
+    d = [record("moral_dilemmas", "d0", [0.5, 0.5], [4, 1], scoring=dil),
+         record("moral_dilemmas", "d1", [0.5, 0.5], [1, 4], scoring=dil)]
     a = [record("moral_anecdotes", "a0", [0.2] * 5, [2, 0, 0, 0, 0], scoring=anec),
          record("moral_anecdotes", "a1", [0.2] * 5, [0, 2, 0, 0, 0], scoring=anec)]
     # "first" scored one dilemma only (e.g. --limit): its BEST is not the task's.
@@ -180,16 +180,21 @@ def test_reference_rows_come_from_each_tasks_own_settings_and_data(tmp_path, lea
     assert got.code == 0, got.err
     rows = csv_rows(tmp_path / "out")
     # prior = train class frequencies: dilemmas (0.6, 0.4), anecdotes (.25, .5, 0, .125, .125).
+    # dilemmas: mean of -(0.8 ln .6 + 0.2 ln .4) and -(0.2 ln .6 + 0.8 ln .4).
     assert value(rows, "prior", "moral_dilemmas", "xentropy") == pytest.approx(-(math.log(0.6) + math.log(0.4)) / 2)
     assert value(rows, "prior", "moral_anecdotes", "xentropy") == pytest.approx(-(math.log(0.25) + math.log(0.5)) / 2)
     # Dirichlet-multinomial NLL at each task's own fixed s, uniform q: alpha = s/K per option.
-    # dilemmas s=2, 5 votes on one option: P = 1*2*3*4*5 / (2*3*4*5*6) = 1/6.
-    assert value(rows, "uniform", "moral_dilemmas", "dirichlet_nll_fixed") == pytest.approx(math.log(6))
+    # dilemmas s=2 (alpha 1, 1), votes (4, 1) in some order: P = (1*2*3*4) * 1 / (2*3*4*5*6) = 1/30.
+    assert value(rows, "uniform", "moral_dilemmas", "dirichlet_nll_fixed") == pytest.approx(math.log(30))
     # anecdotes s=7, 2 votes on one option: P = 1.4 * 2.4 / (7 * 8) = 0.06.
     assert value(rows, "uniform", "moral_anecdotes", "dirichlet_nll_fixed") == pytest.approx(-math.log(0.06))
-    # BEST from the entry that scored all of the task's documents, per task.
-    assert value(rows, "BEST", "moral_dilemmas", "xentropy") == 0.3
-    assert value(rows, "BEST", "moral_anecdotes", "xentropy") == 0.9
+    # BEST from the entry that scored all of the task's documents, per task (0.3 and 0.9 as written, or the
+    # same entry's value recomputed from its samples where this version rescores them).
+    best = value(rows, "BEST", "moral_dilemmas", "xentropy")
+    assert best == value(rows, "second", "moral_dilemmas", "best_xentropy") != value(rows, "first", "moral_dilemmas",
+                                                                                       "best_xentropy")
+    assert value(rows, "BEST", "moral_anecdotes", "xentropy") == value(rows, "second", "moral_anecdotes",
+                                                                       "best_xentropy")
     md = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "first" in md
     page = (tmp_path / "out" / "leaderboard.html").read_text()
@@ -220,9 +225,10 @@ def test_one_failing_entry_keeps_the_others_and_exits_nonzero(tmp_path, leaderbo
     parsed = load_board(board)
     cached = tmp_path / "out" / "runs" / run_key(parsed.entries[0], "moral_dilemmas", parsed.metadata)
     records = [record("moral_dilemmas", f"d{i}", [0.7, 0.3], [4, 1]) for i in range(4)]
+    x = -(0.8 * math.log(0.7) + 0.2 * math.log(0.3))  # every document: q = (0.7, 0.3), votes (4, 1)
     write_run(cached / "lm_eval", "good", {"moral_dilemmas": {
         "records": records, "data_source": "sample:scruples-v1.0/dilemmas/test rows=40 skipped_zero_votes=0 "
-                                           "sha256:3cad4ad6ca0aea9e", "metrics": {"xentropy": 0.5}}})
+                                           "sha256:3cad4ad6ca0aea9e", "metrics": {"xentropy": x}}})
     (cached / DONE).write_text("{}")
     before = sorted(p.read_bytes() for p in cached.rglob("*") if p.is_file())
 
@@ -234,7 +240,7 @@ def test_one_failing_entry_keeps_the_others_and_exits_nonzero(tmp_path, leaderbo
     assert "1 of 2 entries failed" in lines[1]
     out = tmp_path / "out"
     rows = csv_rows(out)
-    assert value(rows, "good", "moral_dilemmas", "xentropy") == 0.5
+    assert value(rows, "good", "moral_dilemmas", "xentropy") == pytest.approx(x)
     (failed,) = [r for r in rows if r["entry"] == "broken"]
     assert failed["task"] == "moral_dilemmas" and "lm_eval exited" in failed["error"]
     assert "broken (FAILED)" in (out / "leaderboard.md").read_text()
