@@ -40,6 +40,8 @@ def test_config_errors_name_the_file_line_and_entry(tmp_path):
         "tasks: moral_dilemmas\nentries: [{name: a, model: hf}]\n": ":1: tasks must be a list",
         "tasks: [moral_dilemmas]\n": "'entries' is missing or empty",
         "tasks: [moral_dilemmas\n": ":2: invalid YAML",
+        "tasks: [moral_anecdotes]\nmetadata: {split: train-extra}\nentries: [{name: a, model: hf}]\n":
+            ":2: metadata.split 'train-extra' is not a split",
     }
     for i, (text, message) in enumerate(cases.items()):
         path = write(tmp_path / f"b{i}.yaml", text)
@@ -211,7 +213,7 @@ def test_tex_escape():
 
 def test_csv_keeps_full_precision_and_gap_closed(small_board):
     out, _ = small_board
-    rows = list(csv.DictReader(open(out / "leaderboard.csv")))
+    rows = list(csv.DictReader((out / "leaderboard.csv").read_text().splitlines()))
     (x,) = [r for r in rows if r["entry"] == "tuned & co" and r["metric"] == "xentropy"]
     assert float(x["value"]) == 0.52345678 and x["readout"] == "logprob"
     (gap,) = [r for r in rows if r["metric"] == "gap_closed"]
@@ -250,7 +252,7 @@ def test_end_to_end_board_base_two_adapters_and_an_api_model(board_run):
     # Nothing changed: the rerun runs nothing and writes the same numbers.
     again = run(board_run.cmd, cwd=board_run.root)
     assert "4 of 4 runs cached, 0 to run" in again.stderr
-    assert list(csv.DictReader(open(board_run.out / "leaderboard.csv"))) == rows
+    assert list(csv.DictReader((board_run.out / "leaderboard.csv").read_text().splitlines())) == rows
 
 
 def test_page_opens_with_summary_then_provenance(small_board):

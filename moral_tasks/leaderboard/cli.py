@@ -76,6 +76,8 @@ def _run(board: Board, output: Path, results: dict, failures: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from moral_tasks.data import DataError
+
     from .report import ReportError, build_board
     from .tables import write_csv, write_latex, write_markdown
 
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 board.tasks + [t for t in collected.tasks if t not in board.tasks], board.entries + collected.entries,
                 board.metadata, board.compare, f"{board.source}, {collected.source}", board.title)
         summary = build_board(board, results, failures, title=args.title)
-    except (ConfigError, ReportError, OSError) as exc:
+    except (ConfigError, ReportError, DataError, OSError) as exc:
         _error(str(exc))
         return 2
     from .html import render_html

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from moral_tasks.data import SPLITS
+
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 TOP_KEYS = {"title": str, "tasks": list, "metadata": dict, "entries": list, "compare": list}
 # lm_eval --metadata keys our task loaders read (moral_tasks.harness), with their types.
@@ -182,6 +184,10 @@ def load_board(path: str | Path) -> Board:
 
     metadata = dict(raw.get("metadata") or {})
     _check_mapping(metadata, METADATA_KEYS, ("metadata",), where)
+    splits = sorted({s for t in tasks for s in SPLITS[task_spec(t).dataset]})
+    if "split" in metadata and not all(metadata["split"] in SPLITS[task_spec(t).dataset] for t in tasks):
+        raise ConfigError(f"{where('metadata', 'split')}: metadata.split {metadata['split']!r} is not a split of "
+                          f"every task's data ({', '.join(splits)})")
     if metadata.get("data_dir") is not None and not Path(metadata["data_dir"]).expanduser().is_dir():
         raise ConfigError(f"{where('metadata', 'data_dir')}: metadata.data_dir {metadata['data_dir']!r} "
                           "is not a directory")

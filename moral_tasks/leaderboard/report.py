@@ -134,7 +134,8 @@ def task_references(task: str, entries: dict[str, dict]) -> tuple[dict[str, dict
         rows["uniform"] = _scored(counts, constant_predictions(counts)["uniform"], scoring)
     try:
         train, facts["train"] = _train_counts(task, list(entries.values()))
-        prior = constant_predictions(train)["prior"][0]  # the train split's class frequencies
+        with np.errstate(divide="ignore"):  # a class no train document voted for has prior 0
+            prior = constant_predictions(train)["prior"][0]  # the train split's class frequencies
         rows["prior"] = _scored(counts, np.tile(prior, (len(counts), 1)), scoring)
     except DataError as exc:
         warnings.append(f"prior on {task}: no TRAIN split to take class frequencies from ({exc}): no prior row")

@@ -55,7 +55,8 @@ def leaderboard(capsys):
 
 
 def csv_rows(out: Path) -> list[dict]:
-    return list(csv.DictReader(open(out / "leaderboard.csv", encoding="utf-8")))
+    with open(out / "leaderboard.csv", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def value(rows, entry, task, metric) -> float:
