@@ -18,7 +18,7 @@ import numpy as np
 # figure registry is touched (safe in threads and in callers that use pyplot).
 from matplotlib.figure import Figure
 
-from .report import _sig
+from .report import sig
 
 MISSING = "–"
 FULL_COLUMNS = 10  # metric columns per "all metrics" table: more are split over several tables
@@ -62,7 +62,7 @@ def _stat(row: dict, task: str, metric: str) -> tuple[float | None, float | None
     return _num(stat.get("value")), _num(stat.get("ci_low")), _num(stat.get("ci_high"))
 
 
-def _cell(value, low=None, high=None, best=False, fmt=_sig, missing=MISSING) -> dict:
+def _cell(value, low=None, high=None, best=False, fmt=sig, missing=MISSING) -> dict:
     if value is None:
         return {"value": missing, "ci": "", "sort": "", "best": False}
     ci = f"[{fmt(low, 3)}, {fmt(high, 3)}]" if low is not None and high is not None else ""
@@ -84,20 +84,19 @@ def _label(metric: str) -> str:
     return metric.replace("_", " ")
 
 
-def _table(board: dict, task: str, rows: list[dict], metrics: list[str], extra: bool) -> dict:
+def _table(board: dict, task: str, rows: list[dict], metrics: list[str], extra: bool, readouts: bool) -> dict:
     """One sortable table: entry rows, then reference rows that have a value in it (never a row of blanks)."""
     hib = board["higher_is_better"]
     # (label, title, higher_is_better, format, row -> (value, ci_low, ci_high))
-    columns = [(_label(m), m, hib.get(m), _sig, lambda r, m=m: _stat(r, task, m)) for m in metrics]
+    columns = [(_label(m), m, hib.get(m), sig, lambda r, m=m: _stat(r, task, m)) for m in metrics]
     if extra and any(_num((e.get("gap_closed") or {}).get(task)) is not None for e in rows):
         columns.append(("gap closed", "(base − entry) / (base − BEST) on xentropy", True, _percent,
                         lambda r: (_num((r.get("gap_closed") or {}).get(task)), None, None)))
     if extra and any(_num((e.get("option_mass") or {}).get(task)) is not None for e in rows):
-        columns.append(("option mass", "mean probability of the option tokens before renormalising", True, _sig,
+        columns.append(("option mass", "mean probability of the option tokens before renormalising", True, sig,
                         lambda r: (_num((r.get("option_mass") or {}).get(task)), None, None)))
     references = [r for r in board["rows"] if r["kind"] == "reference"
                   and any(get(r)[0] is not None for *_, get in columns)]
-    readouts = {r.get("readout", {}).get(task) for r in rows if r.get("readout", {}).get(task)}
     shown = rows + references
     view_rows = [{"name": r["name"], "short": _short(r["name"]), "kind": r["kind"], "cells": [],
                   "adapter": bool(r.get("base")), "base": r.get("base") or "", "error": _error_text(r, task),
@@ -109,7 +108,7 @@ def _table(board: dict, task: str, rows: list[dict], metrics: list[str], extra: 
             # A reference row shows only what it defines (the human row has no probabilities): blank, not a dash.
             view["cells"].append(_cell(*s, best=r["kind"] == "entry" and s[0] == best, fmt=fmt,
                                        missing="" if r["kind"] == "reference" else MISSING))
-    return {"rows": view_rows, "readout_column": len(readouts) > 1,
+    return {"rows": view_rows, "readout_column": readouts,
             "columns": [{"label": label, "title": title, "arrow": _ARROWS.get(higher, "")}
                         for label, title, higher, *_ in columns]}
 
@@ -130,9 +129,11 @@ def _task_view(board: dict, task: str, entries: list[dict]) -> dict:
     headline = [m for m in board.get("headline") or [] if any(m in e["metrics"].get(task, {}) for e in on_task)]
     everything = [m for m in board["metrics"] if any(m in r["metrics"].get(task, {}) for r in board["rows"])]
     facts = (board.get("task_facts") or {}).get(task) or {}
+    # Once a board compares readouts (log-probabilities, verbalized, sampling), every table says which it holds.
+    readouts = len({f.get("readout") for f in (board.get("task_facts") or {}).values()}) > 1
     return {"name": task, "readout": facts.get("readout", ""), "n_docs": facts.get("n_docs"),
-            "headline": _table(board, task, on_task, headline, extra=True),
-            "full": [_table(board, task, on_task, everything[i:i + FULL_COLUMNS], extra=False)
+            "headline": _table(board, task, on_task, headline, extra=True, readouts=readouts),
+            "full": [_table(board, task, on_task, everything[i:i + FULL_COLUMNS], extra=False, readouts=readouts)
                      for i in range(0, len(everything), FULL_COLUMNS)],
             "figures": _task_figures(board, task, on_task[:MAX_PANELS]),
             "truncated": MAX_PANELS if len(on_task) > MAX_PANELS else 0}
@@ -151,7 +152,7 @@ def _provenance(board: dict) -> dict:
 
 def _comparison_cells(c: dict) -> list[dict]:
     diff, low, high = (_num(c.get(k)) for k in ("mean_diff", "ci_low", "ci_high"))
-    interval = ({"value": f"[{_sig(low, 3)}, {_sig(high, 3)}]", "sort": repr(low)}  # sorts on the lower bound
+    interval = ({"value": f"[{sig(low, 3)}, {sig(high, 3)}]", "sort": repr(low)}  # sorts on the lower bound
                 if low is not None and high is not None else _cell(None))
     p, holm = _num(c.get("p_value")), _num(c.get("p_holm"))
     return [_text_cell(c["task"]), _text_cell(c["a"]), _text_cell(c["b"]), _cell(diff, fmt=lambda x, d=3: f"{x:+.3g}"),
@@ -214,7 +215,7 @@ def _xentropy_figure(board: dict, tasks: list[str], entries: list[dict]) -> Figu
         for name, (color, style) in _REFERENCE_STYLE.items():
             value = _stat(references.get(name, {}), task, "xentropy")[0]
             if value is not None:
-                ax.axvline(value, color=color, ls=style, lw=1.2, label=f"{name} {_sig(value, 3)}")
+                ax.axvline(value, color=color, ls=style, lw=1.2, label=f"{name} {sig(value, 3)}")
         ax.set_title(task)
         ax.set_xlabel("xentropy (nats) ↓")
         ax.legend(fontsize=7, loc="best")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import platform
 import re
 from importlib import metadata as importlib_metadata
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from moral_tasks import __version__
-from moral_tasks.data import DataError, SAMPLE_DIR, load_split, locate, sha256_file
+from moral_tasks.data import SAMPLE_DIR, DataError, cache_dir, load_split, locate, sha256_file
+from moral_tasks.data.files import ENV_DATA_DIR
 from moral_tasks.metrics import core as M
 from moral_tasks.metrics.intervals import bootstrap_intervals, mean_interval, resample_weights
 from moral_tasks.metrics.reference import constant_predictions, human_row
@@ -74,14 +76,20 @@ def _scored(counts: np.ndarray, logq: np.ndarray, scoring: dict) -> dict:
     return {m: _stat(v, cis.get(m)) for m, v in values.items() if not m.startswith(HIDDEN)}
 
 
+def _data_dir(source: str, results: list[dict]) -> Path:
+    """Where the task's data files are: the bundled sample, the runs' data_dir, $MORAL_AMBIGUITY_DATA_DIR or the
+    cache, named explicitly so that a missing file is an error rather than a silent fall back to the sample."""
+    if source.startswith("sample:"):
+        return SAMPLE_DIR
+    given = next((r["metadata"].get("data_dir") for r in results if r["metadata"].get("data_dir")), None)
+    return Path(given or os.environ.get(ENV_DATA_DIR) or cache_dir()).expanduser()
+
+
 def _train_counts(task: str, results: list[dict]) -> tuple[np.ndarray, dict]:
     """Vote counts of the task's TRAIN split, from the same place as the data the task was scored on."""
     spec = task_spec(task)
     source = next((r["data_source"] for r in results if r.get("data_source")), "") or ""
-    data_dir = next((r["metadata"].get("data_dir") for r in results if r["metadata"].get("data_dir")), None)
-    if source.startswith("sample:"):
-        data_dir = SAMPLE_DIR
-    loaded = load_split(spec, "train", data_dir)
+    loaded = load_split(spec, "train", _data_dir(source, results))
     if loaded.source != source.partition(":")[0]:
         raise DataError(f"the task was scored on {source.partition(':')[0] or 'unknown'} data but its train split "
                         f"is {loaded.source} data ({loaded.path})")
@@ -213,7 +221,6 @@ def _versions() -> dict[str, str]:
 def _data_facts(task: str, facts: dict, results: list[dict]) -> list[dict]:
     """Each data file the task was scored on: source, split, rows, SHA-256 (in full when the file is here)."""
     out = []
-    data_dir = next((r["metadata"].get("data_dir") for r in results if r["metadata"].get("data_dir")), None)
     for text in facts["data_sources"]:
         for part in text.split(" + "):
             m = _SOURCE.match(part)
@@ -222,7 +229,7 @@ def _data_facts(task: str, facts: dict, results: list[dict]) -> list[dict]:
                 continue
             sha = m["sha"]
             try:
-                path, _ = locate(task_spec(task).dataset, m["split"], SAMPLE_DIR if m["source"] == "sample" else data_dir)
+                path, _ = locate(task_spec(task).dataset, m["split"], _data_dir(part, results))
                 full = sha256_file(path)
                 sha = full if full.startswith(sha) else sha
             except DataError:
@@ -344,8 +351,8 @@ def summary(board: dict) -> list[dict]:
             x = best["metrics"][task]["xentropy"]
             item["best"] = {"name": best["name"], "xentropy": x, "gap_closed": best["gap_closed"].get(task),
                             "base": best["base"]}
-            ci = f" (95% CI {_sig(x['ci_low'])}–{_sig(x['ci_high'])})" if x.get("ci_low") is not None else ""
-            item["sentences"].append(f"Best entry: {best['name']}, xentropy {_sig(x['value'])} nats{ci}.")
+            ci = f" (95% CI {sig(x['ci_low'])}–{sig(x['ci_high'])})" if x.get("ci_low") is not None else ""
+            item["sentences"].append(f"Best entry: {best['name']}, xentropy {sig(x['value'])} nats{ci}.")
             gap = best["gap_closed"].get(task)
             if gap is not None:
                 item["sentences"].append(f"It closes {gap:.0%} of the gap between its base model {best['base']} "
@@ -358,8 +365,8 @@ def summary(board: dict) -> list[dict]:
             better, worse = (c["a"], c["b"]) if a_better else (c["b"], c["a"])
             low, high = (-c["ci_high"], -c["ci_low"]) if a_better else (c["ci_low"], c["ci_high"])
             item["differences"].append(
-                f"{better} has lower xentropy than {worse} by {_sig(abs(c['mean_diff']))} nats "
-                f"(95% CI {_sig(low)}–{_sig(high)}, Holm-adjusted p = {c['p_holm']:.3g}, {c['n_docs']} documents).")
+                f"{better} has lower xentropy than {worse} by {sig(abs(c['mean_diff']))} nats "
+                f"(95% CI {sig(low)}–{sig(high)}, Holm-adjusted p = {c['p_holm']:.3g}, {c['n_docs']} documents).")
         tested = sum(c["task"] == task for c in board["comparisons"])
         if tested and not significant:
             item["sentences"].append(f"None of its {tested} paired comparisons is significant after a Holm "
@@ -371,7 +378,7 @@ def summary(board: dict) -> list[dict]:
     return out
 
 
-def _sig(x, digits: int = 4) -> str:
+def sig(x, digits: int = 4) -> str:
     """``digits`` significant digits, never scientific notation for the magnitudes we print."""
     if x is None:
         return ""

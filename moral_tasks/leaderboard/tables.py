@@ -10,7 +10,7 @@ import csv
 import re
 from pathlib import Path
 
-from .report import _sig
+from .report import sig
 
 PAPER = ("xentropy", "acc")  # headline metrics of the Markdown and LaTeX tables, each with its interval
 _ARROW = {True: "↑", False: "↓"}
@@ -47,10 +47,10 @@ def _best_values(board: dict, task: str, metric: str) -> float | None:
 def _md_cell(v: dict | None, with_ci: bool = True, bold: bool = False) -> str:
     if not v or v.get("value") is None:
         return ""
-    text = _sig(v["value"])
+    text = sig(v["value"])
     text = f"**{text}**" if bold else text
     if with_ci and v.get("ci_low") is not None:
-        text += f" [{_sig(v['ci_low'], 3)}, {_sig(v['ci_high'], 3)}]"
+        text += f" [{sig(v['ci_low'], 3)}, {sig(v['ci_high'], 3)}]"
     return text
 
 
@@ -127,10 +127,10 @@ def tex_escape(text: str) -> str:
 def _tex_cell(v: dict | None, bold: bool) -> str:
     if not v or v.get("value") is None:
         return ""
-    value = _sig(v["value"])
+    value = sig(v["value"])
     text = rf"\textbf{{{value}}}" if bold else value
     if v.get("ci_low") is not None:
-        text += rf" {{\scriptsize[{_sig(v['ci_low'], 3)}, {_sig(v['ci_high'], 3)}]}}"
+        text += rf" {{\scriptsize[{sig(v['ci_low'], 3)}, {sig(v['ci_high'], 3)}]}}"
     return text
 
 
