@@ -46,7 +46,8 @@ def write_run(out: Path, model: str, runs: dict[str, dict], date: str = DATE, mo
         results["results"][task] = row
         results["configs"][task] = {"task": task, "metadata": {"version": 2.0, **run.get("metadata", {})}}
         results["higher_is_better"][task] = {"xentropy": False, "acc": True}
-        lines = [json.dumps({"doc_id": i, RECORD_KEY: r, "xentropy": r["doc_id"]}) for i, r in enumerate(run["records"])]
+        lines = [json.dumps({"doc_id": i, RECORD_KEY: r, "xentropy": r["doc_id"]})
+                 for i, r in enumerate(run["records"])]
         (folder / f"samples_{task}_{date}.jsonl").write_text("".join(line + "\n" for line in lines))
     (folder / f"results_{date}.json").write_text(json.dumps(results, indent=1))
     return folder

@@ -31,7 +31,8 @@ def test_config_errors_name_the_file_line_and_entry(tmp_path):
     cases = {
         "tasks: [nope]\nentries: [{name: a, model: hf}]\n": ":1: unknown task 'nope'",
         "tasks: [moral_dilemmas]\nentries: [{model: hf}]\n": ":2: entries[0] needs at least 'name' and 'model'",
-        "tasks: [moral_dilemmas]\nentries: [{name: a, model: hf, colour: red}]\n": "unknown key 'entries[0].colour' (a)",
+        "tasks: [moral_dilemmas]\nentries: [{name: a, model: hf, colour: red}]\n":
+            "unknown key 'entries[0].colour' (a)",
         "tasks: [moral_dilemmas]\nentries: [{name: a, model: hf}, {name: a, model: hf}]\n": "duplicate entry names",
         "tasks: [moral_dilemmas]\nentries: [{name: a, model: x, model_args: 'model=m,api_key=sk'}]\n": "API keys",
         "tasks: [moral_dilemmas]\nentries: [{name: a, model: hf}]\ncompare: [[a, b]]\n": ":3: compare item",
@@ -94,7 +95,8 @@ def test_holm_hand_worked():
 
 def _records(q_rows, counts):
     return [Record(task="moral_dilemmas", doc_id=str(i), labels=["FIRST", "SECOND"], option_loglik=list(np.log(q)),
-                   q=list(q), option_mass=1.0, counts=list(c), scoring=SCORING) for i, (q, c) in enumerate(zip(q_rows, counts))]
+                   q=list(q), option_mass=1.0, counts=list(c), scoring=SCORING)
+            for i, (q, c) in enumerate(zip(q_rows, counts))]
 
 
 def test_paired_comparison_detects_a_real_difference_and_not_a_fake_one():
@@ -127,7 +129,8 @@ def test_collect_reads_a_results_folder_with_a_random_name_and_bare_nan(tmp_path
     # q = (0.25, 0.75) against votes (4, 1): xentropy = -(0.8 ln 0.25 + 0.2 ln 0.75).
     x = -(0.8 * math.log(0.25) + 0.2 * math.log(0.75))
     (folder / "results_2026-01-01T00-00-00.5.json").write_text(
-        f'{{"results": {{"moral_dilemmas": {{"xentropy,none": {x!r}, "acc,none": NaN, "data_source,none": "sample:x"}}}}, '
+        f'{{"results": {{"moral_dilemmas": {{"xentropy,none": {x!r}, "acc,none": NaN, '
+        '"data_source,none": "sample:x"}}, '
         '"config": {"model": "hf", "model_args": "pretrained=x"}}')
     rec = record("moral_dilemmas", "d0", [0.25, 0.75], [4, 1])
     (folder / "samples_moral_dilemmas_2026-01-01T00-00-00.5.jsonl").write_text(json.dumps({"record": rec}) + "\n")
@@ -279,5 +282,7 @@ def test_readout_column_appears_once_a_board_compares_readouts(tmp_path, small_b
     write_csv(board, tmp_path / "board.csv")
     page = (tmp_path / "page.html").read_text()
     assert page.count("<th class=\"text\">readout</th>") >= 2 and '<td class="text" data-v="verbalized">' in page
-    readouts = {(r["entry"], r["task"]): r["readout"] for r in csv.DictReader((tmp_path / "board.csv").read_text().splitlines())}
-    assert readouts[("m", "moral_dilemmas")] == "logprob" and readouts[("m", "moral_dilemmas_verbalized")] == "verbalized"
+    rows = csv.DictReader((tmp_path / "board.csv").read_text().splitlines())
+    readouts = {(r["entry"], r["task"]): r["readout"] for r in rows}
+    assert readouts[("m", "moral_dilemmas")] == "logprob"
+    assert readouts[("m", "moral_dilemmas_verbalized")] == "verbalized"

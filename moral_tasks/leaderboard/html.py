@@ -157,7 +157,8 @@ def _comparison_cells(c: dict) -> list[dict]:
     p, holm = _num(c.get("p_value")), _num(c.get("p_holm"))
     return [_text_cell(c["task"]), _text_cell(c["a"]), _text_cell(c["b"]), _cell(diff, fmt=lambda x, d=3: f"{x:+.3g}"),
             interval, _cell(p, fmt=lambda x, d=3: f"{x:.3g}"), _cell(holm, fmt=lambda x, d=3: f"{x:.3g}"),
-            _text_cell("yes" if c.get("significant") else "no"), _cell(_num(c.get("n_docs")), fmt=lambda x, d=0: f"{x:.0f}")]
+            _text_cell("yes" if c.get("significant") else "no"),
+            _cell(_num(c.get("n_docs")), fmt=lambda x, d=0: f"{x:.0f}")]
 
 
 def _text_cell(text: str) -> dict:

@@ -77,7 +77,10 @@ def lm_eval_command(entry: Entry, task: str, metadata: dict, output_path: Path) 
     return cmd
 
 
-def run_board(board: Board, output: Path, console=None) -> tuple[dict[tuple[str, str], Path], dict[tuple[str, str], str]]:
+RunKey = tuple[str, str]  # (entry name, task)
+
+
+def run_board(board: Board, output: Path, console=None) -> tuple[dict[RunKey, Path], dict[RunKey, str]]:
     """Run what is missing; return the run folder of every (entry, task) that has a result, and the
     error of every one that failed (one line, naming its log)."""
     from rich.console import Console

@@ -203,8 +203,9 @@ def test_reference_rows_come_from_each_tasks_own_settings_and_data(tmp_path, lea
 
 
 def test_entries_scored_with_different_settings_are_not_mixed(tmp_path, leaderboard):
-    recs = lambda s: [record("moral_dilemmas", f"d{i}", [0.5, 0.5], [1, 4], scoring={**SCORING, "fixed_concentration": s})
-                      for i in range(2)]  # noqa: E731
+    def recs(s):
+        scoring = {**SCORING, "fixed_concentration": s}
+        return [record("moral_dilemmas", f"d{i}", [0.5, 0.5], [1, 4], scoring=scoring) for i in range(2)]
     write_run(tmp_path / "a", "a", {"moral_dilemmas": {"records": recs(2.0)}})
     write_run(tmp_path / "b", "b", {"moral_dilemmas": {"records": recs(9.0)}})
     got = leaderboard("--results", tmp_path / "a", tmp_path / "b", "--output", tmp_path / "out")
