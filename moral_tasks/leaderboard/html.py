@@ -113,8 +113,12 @@ def _table(board: dict, task: str, rows: list[dict], metrics: list[str], extra: 
                         for label, title, higher, *_ in columns]}
 
 
-def _short(name: str) -> str:
-    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+def _short(name: str, chars: int = NAME_CHARS) -> str:
+    """Shortened in the middle: both a path's start and a checkpoint's end tell entries apart."""
+    if len(name) <= chars:
+        return name
+    head = (chars - 1) // 2
+    return name[:head] + "…" + name[len(name) - (chars - 1 - head):]
 
 
 def _error_text(row: dict, task: str) -> str:
@@ -144,8 +148,11 @@ def _provenance(board: dict) -> dict:
     tasks = []
     for task in board["tasks"]:
         facts = (board.get("task_facts") or {}).get(task) or {}
+        # The scalar settings (the prior and provenance in a record's scoring are shown elsewhere).
+        scoring = {k: v for k, v in (facts.get("scoring") or {}).items()
+                   if isinstance(v, (int, float, bool, str)) and k != "data_source"}
         tasks.append({"name": task, "data": facts.get("data") or [], "train": facts.get("train"),
-                      "n_docs": facts.get("n_docs"), "scoring": facts.get("scoring") or {}})
+                      "n_docs": facts.get("n_docs"), "scoring": scoring})
     return {"date": g["date"], "config": g.get("config"), "config_sha256": g.get("config_sha256"),
             "versions": g.get("versions") or {}, "runs": g.get("runs") or [], "tasks": tasks}
 
@@ -199,10 +206,6 @@ def _task_figures(board: dict, task: str, entries: list[dict]) -> list[dict]:
     return figures
 
 
-def _short_label(name: str, n: int = 28) -> str:
-    return name if len(name) <= n else name[:n - 1] + "…"
-
-
 def _xentropy_figure(board: dict, tasks: list[str], entries: list[dict]) -> Figure:
     references = {r["name"]: r for r in board["rows"] if r["kind"] == "reference"}
     fig = Figure(figsize=(min(13.5, 4.5 * len(tasks) + 2.5), 1.2 + 0.32 * len(entries)), layout="constrained")
@@ -221,7 +224,7 @@ def _xentropy_figure(board: dict, tasks: list[str], entries: list[dict]) -> Figu
         ax.set_xlabel("xentropy (nats) ↓")
         ax.legend(fontsize=7, loc="best")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(y, [_short_label(e["name"]) for e in entries], fontsize=8)
+    axes[0].set_yticks(y, [_short(e["name"], 28) for e in entries], fontsize=8)
     return fig
 
 
@@ -237,7 +240,7 @@ def _gap_figure(tasks: list[str], entries: list[dict]) -> Figure:
         ax.axvline(100, color="tab:green", ls="-", lw=1, label="BEST")
         ax.set(title=task, xlabel="gap closed (%) ↑")
         ax.legend(fontsize=7)
-    axes[0].set_yticks(y, [_short_label(e["name"]) for e in adapters], fontsize=8)
+    axes[0].set_yticks(y, [_short(e["name"], 28) for e in adapters], fontsize=8)
     return fig
 
 
@@ -272,7 +275,7 @@ def _reliability_figure(task: str, records: dict[str, list]) -> Figure:
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
         ax.plot([conf[b].mean() for b in bins], [hit[b].mean() for b in bins], "o-", color="tab:blue")
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-        ax.set_title(_short_label(name), fontsize=9)
+        ax.set_title(_short(name, 28), fontsize=9)
     return fig
 
 
@@ -283,5 +286,5 @@ def _scatter_figure(task: str, records: dict[str, list]) -> Figure:
         ax.scatter([r.q[0] for r in recs], [r.counts[0] / sum(r.counts) for r in recs], s=8, alpha=0.4,
                    color="tab:blue")
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-        ax.set_title(_short_label(name), fontsize=9)
+        ax.set_title(_short(name, 28), fontsize=9)
     return fig

@@ -35,9 +35,10 @@ from .config import task_spec
 
 HEADLINE = ("xentropy", "dirichlet_nll", "acc", "tvd", "ece")
 # Order of the full tables; any other metric a task reports follows these.
-SHOWN = ("xentropy", "calibrated_xentropy", "dirichlet_nll", "dirichlet_nll_fixed", "acc", "f1_macro", "brier", "ece",
+SHOWN = ("xentropy", "calibrated_xentropy", "calibrated_xentropy_insample", "dirichlet_nll", "dirichlet_nll_fixed", "acc", "f1_macro", "brier", "ece",
          "jsd", "tvd", "order_effect", "option_mass", "variant_mass")
-HIDDEN = ("temperature", "dirichlet_concentration")  # prefixes of fitted parameters, not scores
+# Prefixes of what is not an entry's score: fitted parameters, counts, and the baselines that are reference rows here.
+HIDDEN = ("temperature", "dirichlet_concentration", "documents", "xentropy_uniform", "xentropy_prior")
 REFERENCES = ("BEST", "human", "prior", "uniform")
 PAIRED_RESAMPLES = 5000
 ALPHA = 0.05
@@ -144,9 +145,15 @@ def task_references(task: str, entries: dict[str, dict]) -> tuple[dict[str, dict
         train, facts["train"] = _train_counts(task, list(entries.values()))
         with np.errstate(divide="ignore"):  # a class no train document voted for has prior 0
             prior = constant_predictions(train)["prior"][0]  # the train split's class frequencies
-        rows["prior"] = _scored(counts, np.tile(prior, (len(counts), 1)), scoring)
     except DataError as exc:
-        warnings.append(f"prior on {task}: no TRAIN split to take class frequencies from ({exc}): no prior row")
+        prior = None
+        if scoring.get("prior") is None:
+            warnings.append(f"prior on {task}: no TRAIN split to take class frequencies from ({exc}): no prior row")
+    if scoring.get("prior") is not None:  # the prior the task itself scored with, carried by its records
+        with np.errstate(divide="ignore"):
+            prior = np.log(np.asarray(scoring["prior"], dtype=np.float64))
+    if prior is not None:
+        rows["prior"] = _scored(counts, np.tile(prior, (len(counts), 1)), scoring)
     human = [r.human_counts for r in records]
     if all(h is not None for h in human):
         scores = human_row(counts, human)
@@ -249,13 +256,20 @@ def build_board(board, results: dict[str, dict[str, dict]], failures: dict[str, 
     for task in board.tasks:
         on_task = {e.name: results[e.name][task] for e in entries if task in results.get(e.name, {})}
         refs, facts, task_warnings = task_references(task, on_task)
+        # Name the references' in-sample fits as the entries do (e.g. calibrated_xentropy_insample).
+        reported = {m for r in on_task.values() for m in r["metrics"]}
+        for row in refs.values():
+            for m in [m for m in row if m not in reported and f"{m}_insample" in reported]:
+                row[f"{m}_insample"] = row.pop(m)
         facts["data"] = _data_facts(task, facts, list(on_task.values()))
         tasks[task] = {"references": refs, **facts}
         warnings += [{"kind": "coverage", "text": w} for w in task_warnings]
-        if any(d.get("sample") for d in facts["data"]):
-            warnings.insert(0, {"kind": "sample", "text": f"{task}: scored on the BUNDLED SAMPLE (40 hand-written "
-                                "items), not Scruples data: no number here may be compared with a published one"})
 
+    sampled = [task for task in board.tasks if any(d.get("sample") for d in tasks[task]["data"])]
+    if sampled:
+        warnings.insert(0, {"kind": "sample", "text": f"{', '.join(sampled)}: scored on the BUNDLED SAMPLE "
+                            "(40 hand-written items), not Scruples data: no number here may be compared with a "
+                            "published one"})
     rows = []
     for entry in entries:
         mine = results.get(entry.name, {})

@@ -13,6 +13,16 @@ from pathlib import Path
 from .report import sig
 
 PAPER = ("xentropy", "acc")  # headline metrics of the Markdown and LaTeX tables, each with its interval
+NARROW_FROM = 3  # tasks from which the headline keeps only xentropy, so that it still fits a page
+
+
+def paper_metrics(board: dict) -> tuple[str, ...]:
+    return PAPER if len(board["tasks"]) < NARROW_FROM else PAPER[:1]
+
+
+def _has_any(row: dict, metrics) -> bool:
+    """Whether a reference row defines one of ``metrics`` somewhere (else it is left out, never a blank row)."""
+    return row["kind"] != "reference" or any(m in t for t in row["metrics"].values() for m in metrics)
 _ARROW = {True: "↑", False: "↓"}
 _TEX_ARROW = {True: r"$\uparrow$", False: r"$\downarrow$"}
 
@@ -78,18 +88,19 @@ def write_markdown(board: dict, path: Path) -> None:
         lines.append(f"- **{item['task']}**: " + " ".join(item["sentences"]))
         lines += [f"  - {d}" for d in item["differences"]]
     tasks = board["tasks"]
+    paper = paper_metrics(board)
     headers = ["entry"]
     for task in tasks:
-        headers += [f"{task} {m} {_ARROW.get(board['higher_is_better'].get(m), '')}".strip() for m in PAPER]
+        headers += [f"{task} {m} {_ARROW.get(board['higher_is_better'].get(m), '')}".strip() for m in paper]
         if any((r.get("gap_closed") or {}).get(task) is not None for r in board["rows"]):
             headers.append(f"{task} gap closed")
     lines += ["", "## Headline", "", "| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
-    for row in board["rows"]:
+    for row in [r for r in board["rows"] if _has_any(r, paper)]:
         cells = [_md_name(row)]
         for task in tasks:
             metrics = row["metrics"].get(task, {})
             cells += [_md_cell(metrics.get(m), bold=row["kind"] == "entry" and metrics.get(m) is not None
-                               and metrics[m]["value"] == _best_values(board, task, m)) for m in PAPER]
+                               and metrics[m]["value"] == _best_values(board, task, m)) for m in paper]
             if any((r.get("gap_closed") or {}).get(task) is not None for r in board["rows"]):
                 gap = (row.get("gap_closed") or {}).get(task)
                 cells.append("" if gap is None else f"{gap:.1%}")
@@ -138,7 +149,8 @@ def write_latex(board: dict, path: Path) -> None:
     """A booktabs table of the headline metrics with intervals; reference rows below the entries."""
     tasks = board["tasks"]
     hib = board["higher_is_better"]
-    n = len(PAPER)
+    paper = paper_metrics(board)
+    n = len(paper)
     lines = [f"% {board['title']}: generated {board['generated']['date']} by moral-ambiguity "
              f"{board['generated']['versions'].get('moral-ambiguity')}. Needs \\usepackage{{booktabs}}.",
              r"\begin{table}[t]", r"\centering", r"\small",
@@ -146,24 +158,25 @@ def write_latex(board: dict, path: Path) -> None:
              " & ".join(["", *(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(t)}}}" for t in tasks)]) + r" \\",
              " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(tasks))),
              " & ".join(["Model", *(f"{tex_escape(m)} {_TEX_ARROW.get(hib.get(m), '')}".strip()
-                                    for _ in tasks for m in PAPER)]) + r" \\",
+                                    for _ in tasks for m in paper)]) + r" \\",
              r"\midrule"]
     kinds = ("entry", "reference")
     for kind in kinds:
-        rows = [r for r in board["rows"] if r["kind"] == kind]
+        rows = [r for r in board["rows"] if r["kind"] == kind and _has_any(r, paper)]
         for row in rows:
             name = tex_escape(row["name"])
             cells = [rf"\textit{{{name}}}" if kind == "reference" else name]
             for task in tasks:
                 metrics = row["metrics"].get(task, {})
                 cells += [_tex_cell(metrics.get(m), kind == "entry" and metrics.get(m) is not None
-                                    and metrics[m]["value"] == _best_values(board, task, m)) for m in PAPER]
+                                    and metrics[m]["value"] == _best_values(board, task, m)) for m in paper]
             lines.append(" & ".join(cells) + r" \\")
         if kind == "entry" and rows:
             lines.append(r"\midrule")
+    accuracy = r" and accuracy against the majority vote" if "acc" in paper else ""
     lines += [r"\bottomrule", r"\end{tabular}",
-              r"\caption{Cross-entropy against the human vote distribution (nats, lower is better) and accuracy "
-              r"against the majority vote, with 95\% bootstrap intervals; bold: best model per column. "
-              r"Reference rows in italics: BEST is the oracle ceiling, prior the train-split class frequencies.}",
+              r"\caption{Cross-entropy against the human vote distribution (nats, lower is better)" + accuracy +
+              r", with 95\% bootstrap intervals; bold: best model per column. Reference rows in italics: "
+              r"BEST is the oracle ceiling, prior the train-split class frequencies.}",
               r"\label{tab:moral-ambiguity}", r"\end{table}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
