@@ -12,12 +12,14 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import run
 from leaderboard_results import SCORING, record, write_run
 from moral_tasks.leaderboard.collect import metrics_of, read_results_folder
 from moral_tasks.leaderboard.config import ConfigError, load_board, task_spec
-from moral_tasks.leaderboard.report import gap_closed, grouped, holm, paired_comparison
+from moral_tasks.leaderboard.report import gap_closed, grouped, holm, paired_comparison, sig
 from moral_tasks.leaderboard.tables import tex_escape
 from moral_tasks.records import Record
 
@@ -286,3 +288,31 @@ def test_readout_column_appears_once_a_board_compares_readouts(tmp_path, small_b
     readouts = {(r["entry"], r["task"]): r["readout"] for r in rows}
     assert readouts[("m", "moral_dilemmas")] == "logprob"
     assert readouts[("m", "moral_dilemmas_verbalized")] == "verbalized"
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=12), st.floats(0.001, 0.2))
+def test_holm_rejects_exactly_what_the_step_down_procedure_rejects(p_values, alpha):
+    """Holm (1979): order the p-values; reject while p_(j) <= alpha / (m - j + 1) (j from 1), stop at the first
+    that is not. An adjusted p-value <= alpha must mean exactly that hypothesis was rejected."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    rejected = set()
+    for j, i in enumerate(order, 1):
+        if p_values[i] > alpha / (m - j + 1):
+            break
+        rejected.add(i)
+    adjusted = holm(p_values)
+    assert all(p <= a <= 1 for p, a in zip(p_values, adjusted))
+    # Ties in p at a rejection boundary are decided by the stable order in both; compare away from boundaries.
+    for i in range(m):
+        if all(abs(p_values[i] * (m - j) - alpha) > 1e-12 for j in range(m)):
+            assert (adjusted[i] <= alpha) == (i in rejected), (p_values, alpha, adjusted)
+
+
+@given(st.floats(1e-5, 9999))
+def test_sig_keeps_four_significant_digits(x):
+    """Up to 4 integer digits (larger values keep all theirs: no scientific notation in tables)."""
+    text = sig(x)
+    digits = text.replace(".", "").lstrip("0")
+    assert len(digits) == 4 or (len(digits) == 5 and float(text) >= 9999.5)  # 9999.7 rounds up to 10000
+    assert float(text) == pytest.approx(x, rel=5.01e-4)

@@ -400,4 +400,7 @@ def sig(x, digits: int = 4) -> str:
     if x == 0 or not np.isfinite(x):
         return f"{x:g}"
     decimals = max(0, digits - 1 - int(np.floor(np.log10(abs(x)))))
-    return f"{x:.{decimals}f}"
+    text = f"{x:.{decimals}f}"
+    if decimals and abs(float(text)) >= 10.0 ** (digits - decimals):  # rounding carried a digit: 0.99999 -> 1.000
+        text = f"{x:.{decimals - 1}f}"
+    return text
