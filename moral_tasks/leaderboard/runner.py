@@ -100,6 +100,10 @@ def run_board(board: Board, output: Path, console=None) -> tuple[dict[RunKey, Pa
         for name, task in pending:
             entry, folder = planned[(name, task)]
             progress.update(bar, description=f"{name} / {task}")
+            if missing := missing_local_path(entry):
+                failures[(name, task)] = missing
+                progress.advance(bar)
+                continue
             folder.mkdir(parents=True, exist_ok=True)
             cmd = lm_eval_command(entry, task, board.metadata, folder / "lm_eval")
             started = time.time()
@@ -114,6 +118,16 @@ def run_board(board: Board, output: Path, console=None) -> tuple[dict[RunKey, Pa
             progress.advance(bar)
     done = {key: folder for key, (_, folder) in planned.items() if key not in failures}
     return done, failures
+
+
+def missing_local_path(entry: Entry) -> str | None:
+    """A model_args folder written as a local path (/..., ./..., ../..., ~/...) that does not exist: said at once,
+    rather than after lm_eval has started and taken it for a hub id."""
+    for key, value in entry.args().items():
+        local = value.startswith(("/", "./", "../", "~"))
+        if key in MODEL_FOLDER_ARGS and local and not Path(value).expanduser().exists():
+            return f"model_args {key}={value}: no such file or folder"
+    return None
 
 
 def _last_error(log: Path) -> str:

@@ -214,16 +214,15 @@ def test_entries_scored_with_different_settings_are_not_mixed(tmp_path, leaderbo
     assert "moral_dilemmas" in line and "different settings" in line and '"fixed_concentration": 9.0' in line
 
 
-@pytest.mark.slow
-def test_one_failing_entry_keeps_the_others_and_exits_nonzero(tmp_path, leaderboard):
-    """A wrong model path fails in the real lm_eval; the cached good entry is still on every table."""
+def _board_with_a_cached_good_entry(tmp_path: Path, broken_args: str) -> tuple[Path, Path, float]:
+    """A board of two entries: "good", whose run is already cached (hand-made results), and "broken"."""
     from moral_tasks.leaderboard.config import load_board
     from moral_tasks.leaderboard.runner import DONE, run_key
 
     board = tmp_path / "board.yaml"
     board.write_text(f"tasks: [moral_dilemmas]\nmetadata: {{data_dir: {SAMPLE_DIR}, bootstrap_resamples: 0}}\n"
                      "entries:\n  - {name: good, model: hf, model_args: 'pretrained=tests/fixtures/tiny-llama'}\n"
-                     f"  - {{name: broken, model: hf, model_args: 'pretrained={tmp_path / 'no-such-model'}'}}\n")
+                     f"  - {{name: broken, model: hf, model_args: '{broken_args}'}}\n")
     parsed = load_board(board)
     cached = tmp_path / "out" / "runs" / run_key(parsed.entries[0], "moral_dilemmas", parsed.metadata)
     records = [record("moral_dilemmas", f"d{i}", [0.7, 0.3], [4, 1]) for i in range(4)]
@@ -232,6 +231,24 @@ def test_one_failing_entry_keeps_the_others_and_exits_nonzero(tmp_path, leaderbo
         "records": records, "data_source": "sample:scruples-v1.0/dilemmas/test rows=40 skipped_zero_votes=0 "
                                            "sha256:3cad4ad6ca0aea9e", "metrics": {"xentropy": x}}})
     (cached / DONE).write_text("{}")
+    return board, cached, x
+
+
+def _check_partial_board(out: Path, x: float, error: str) -> None:
+    rows = csv_rows(out)
+    assert value(rows, "good", "moral_dilemmas", "xentropy") == pytest.approx(x)
+    (failed,) = [r for r in rows if r["entry"] == "broken"]
+    assert failed["task"] == "moral_dilemmas" and error in failed["error"]
+    assert "broken (FAILED)" in (out / "leaderboard.md").read_text()
+    assert f"FAILED: {error}" in (out / "leaderboard.html").read_text()
+    assert "good" in (out / "leaderboard.tex").read_text()
+
+
+@pytest.mark.slow
+def test_one_failing_entry_keeps_the_others_and_exits_nonzero(tmp_path, leaderboard):
+    """A folder that is no model fails in the real lm_eval; the cached good entry is still on every table."""
+    (tmp_path / "not-a-model").mkdir()
+    board, cached, x = _board_with_a_cached_good_entry(tmp_path, f"pretrained={tmp_path / 'not-a-model'}")
     before = sorted(p.read_bytes() for p in cached.rglob("*") if p.is_file())
 
     got = leaderboard("--config", board, "--output", tmp_path / "out")
@@ -240,12 +257,16 @@ def test_one_failing_entry_keeps_the_others_and_exits_nonzero(tmp_path, leaderbo
     assert len(lines) == 2, got.err  # the failure, then the count
     assert "entry broken on moral_dilemmas failed: lm_eval exited" in lines[0] and "lm_eval.log" in lines[0]
     assert "1 of 2 entries failed" in lines[1]
-    out = tmp_path / "out"
-    rows = csv_rows(out)
-    assert value(rows, "good", "moral_dilemmas", "xentropy") == pytest.approx(x)
-    (failed,) = [r for r in rows if r["entry"] == "broken"]
-    assert failed["task"] == "moral_dilemmas" and "lm_eval exited" in failed["error"]
-    assert "broken (FAILED)" in (out / "leaderboard.md").read_text()
-    assert "FAILED: lm_eval exited" in (out / "leaderboard.html").read_text()
-    assert "good" in (out / "leaderboard.tex").read_text()
+    _check_partial_board(tmp_path / "out", x, "lm_eval exited")
     assert sorted(p.read_bytes() for p in cached.rglob("*") if p.is_file()) == before  # nothing good lost
+
+
+def test_missing_local_model_path_fails_its_entry_before_running(tmp_path, leaderboard):
+    missing = tmp_path / "no-such-model"
+    board, _, x = _board_with_a_cached_good_entry(tmp_path, f"pretrained={missing}")
+    got = leaderboard("--config", board, "--output", tmp_path / "out")
+    assert got.code == 1
+    line = got.error_lines()[0]
+    assert f"entry broken on moral_dilemmas failed: model_args pretrained={missing}: no such file or folder" in line
+    assert not any((tmp_path / "out" / "runs").glob("*/lm_eval.log"))  # lm_eval was never started
+    _check_partial_board(tmp_path / "out", x, f"model_args pretrained={missing}: no such file or folder")
