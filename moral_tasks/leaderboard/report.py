@@ -35,8 +35,8 @@ from .config import task_spec
 
 HEADLINE = ("xentropy", "dirichlet_nll", "acc", "tvd", "ece")
 # Order of the full tables; any other metric a task reports follows these.
-SHOWN = ("xentropy", "calibrated_xentropy", "calibrated_xentropy_insample", "dirichlet_nll", "dirichlet_nll_fixed", "acc", "f1_macro", "brier", "ece",
-         "jsd", "tvd", "order_effect", "option_mass", "variant_mass")
+SHOWN = ("xentropy", "calibrated_xentropy", "calibrated_xentropy_insample", "dirichlet_nll", "dirichlet_nll_fixed",
+         "acc", "f1_macro", "brier", "ece", "jsd", "tvd", "order_effect", "option_mass", "variant_mass")
 # Prefixes of what is not an entry's score: fitted parameters, counts, and baselines that are reference rows here.
 HIDDEN = ("temperature", "dirichlet_concentration", "documents", "xentropy_uniform", "xentropy_prior")
 REFERENCES = ("BEST", "human", "prior", "uniform")
