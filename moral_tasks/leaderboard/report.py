@@ -306,7 +306,7 @@ def build_board(board, results: dict[str, dict[str, dict]], failures: dict[str, 
         if metrics:
             rows.append({"name": ref, "kind": "reference", "metrics": metrics})
 
-    comparisons = _comparisons(board, results, entries)
+    comparisons = _comparisons(board, results, entries, warnings)
     hib = {m.name: m.higher_is_better for m in M.METRICS} | {"order_effect": False, "option_mass": True,
                                                               "variant_mass": None}
     for row in rows:
@@ -339,14 +339,18 @@ def _sha_of(source: str) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else None
 
 
-def _comparisons(board, results: dict, entries: list) -> list[dict]:
+def _comparisons(board, results: dict, entries: list, warnings: list[dict]) -> list[dict]:
     comparisons = []
     pairs = list(board.compare) + [(e.name, e.base) for e in entries if e.base]
     for a, b in dict.fromkeys(pairs):
         for task in board.tasks:
             ra, rb = results.get(a, {}).get(task), results.get(b, {}).get(task)
             if ra and rb and ra["records"] and rb["records"]:
-                comparisons.append({"task": task, "a": a, "b": b, **paired_comparison(ra["records"], rb["records"])})
+                try:
+                    comparisons.append({"task": task, "a": a, "b": b,
+                                        **paired_comparison(ra["records"], rb["records"])})
+                except ValueError as exc:
+                    warnings.append({"kind": "coverage", "text": f"{a} vs {b} on {task}: not compared ({exc})"})
     for c, adjusted in zip(comparisons, holm([c["p_value"] for c in comparisons])):
         c["p_holm"] = adjusted
         c["significant"] = adjusted < ALPHA

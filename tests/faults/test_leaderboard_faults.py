@@ -270,3 +270,17 @@ def test_missing_local_model_path_fails_its_entry_before_running(tmp_path, leade
     assert f"entry broken on moral_dilemmas failed: model_args pretrained={missing}: no such file or folder" in line
     assert not any((tmp_path / "out" / "runs").glob("*/lm_eval.log"))  # lm_eval was never started
     _check_partial_board(tmp_path / "out", x, f"model_args pretrained={missing}: no such file or folder")
+
+
+def test_entries_without_common_documents_are_not_compared(tmp_path, leaderboard):
+    """An adapter scored on other documents than its base (e.g. different --limit offsets): a warning, no test."""
+    write_run(tmp_path / "res", "base", {"moral_dilemmas": {
+        "records": [record("moral_dilemmas", f"d{i}", [0.5, 0.5], [1, 4]) for i in range(3)]}},
+        model_args="pretrained=m")
+    write_run(tmp_path / "res", "tuned", {"moral_dilemmas": {
+        "records": [record("moral_dilemmas", f"e{i}", [0.5, 0.5], [1, 4]) for i in range(3)]}},
+        model_args="pretrained=m,peft=a")
+    got = leaderboard("--results", tmp_path / "res", "--output", tmp_path / "out")
+    assert got.code == 0, got.err
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert "tuned vs base on moral_dilemmas: not compared (fewer than two documents in common" in page
