@@ -4,7 +4,7 @@ Writes ``leaderboard.{csv,md,tex,html}`` for every entry that has results. An
 entry that fails (a wrong model path, an unreadable results folder) is marked
 with its error in all four files, and the command exits 1 with one line per
 failure; finished runs are kept for the next call. Exit 2: a bad board file, or
-results that cannot share one board; nothing is written.
+results that cannot share one board; no tables are written.
 """
 
 from __future__ import annotations
