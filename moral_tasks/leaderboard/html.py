@@ -18,13 +18,15 @@ import numpy as np
 # figure registry is touched (safe in threads and in callers that use pyplot).
 from matplotlib.figure import Figure
 
+from moral_tasks.metrics import core as M
+
 from .report import sig
 
 MISSING = "–"
 FULL_COLUMNS = 10  # metric columns per "all metrics" table: more are split over several tables
 MAX_PANELS = 12  # entries in reliability plots: keeps figures readable and the page small
 NAME_CHARS = 40  # longer names are shortened in the tables (full name on hover)
-N_BINS = 10
+N_BINS = M.ECE_BINS
 _ARROWS = {True: "↑", False: "↓"}  # None: a fitted parameter, no direction
 _REFERENCE_STYLE = {"uniform": ("0.5", ":"), "prior": ("tab:orange", "--"), "BEST": ("tab:green", "-")}
 
@@ -266,14 +268,12 @@ def _panels(n: int, title: str, xlabel: str, ylabel: str) -> tuple[Figure, list]
 def _reliability_figure(task: str, records: dict[str, list]) -> Figure:
     fig, axes = _panels(len(records), f"{task}: reliability diagram", "P(top option)", "top option = majority")
     for ax, (name, recs) in zip(axes, records.items()):
-        q = [np.asarray(r.q, dtype=float) for r in recs]
-        top = np.array([qi.argmax() for qi in q])
-        conf = np.array([qi[t] for qi, t in zip(q, top)])
-        # A hit is the same event the acc metric counts: argmax q == argmax votes (first maximum).
-        hit = np.array([np.argmax(r.counts) == t for r, t in zip(recs, top)], dtype=float)
-        bins = np.array_split(np.argsort(conf, kind="stable"), min(N_BINS, len(conf)))
+        q = np.array([r.q for r in recs], dtype=np.float64)
+        # The ECE's own bins and events: the top option's probability, hit = argmax q is the majority vote.
+        hit = q.argmax(1) == M.majority(np.array([r.counts for r in recs]))
+        conf, accuracy, _ = M.reliability_points(q.max(1), hit, N_BINS)
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
-        ax.plot([conf[b].mean() for b in bins], [hit[b].mean() for b in bins], "o-", color="tab:blue")
+        ax.plot(conf, accuracy, "o-", color="tab:blue")
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         ax.set_title(_short(name, 28), fontsize=9)
     return fig

@@ -29,7 +29,7 @@ from moral_tasks.data import SAMPLE_DIR, DataError, cache_dir, load_split, locat
 from moral_tasks.data.files import ENV_DATA_DIR
 from moral_tasks.metrics import core as M
 from moral_tasks.metrics.intervals import bootstrap_intervals, mean_interval, resample_weights
-from moral_tasks.metrics.reference import constant_predictions, human_row
+from moral_tasks.metrics.reference import class_prior, constant_logq, human_row
 
 from .config import task_spec
 
@@ -74,7 +74,9 @@ def _scored(counts: np.ndarray, logq: np.ndarray, scoring: dict) -> dict:
     if scoring.get("bootstrap_resamples"):
         cis = bootstrap_intervals(logq, counts, scoring.get("fixed_concentration"), scoring["bootstrap_resamples"],
                                   scoring.get("bootstrap_seed", 0), full_sample=values)
-    return {m: _stat(v, cis.get(m)) for m, v in values.items() if not m.startswith(HIDDEN)}
+    # Scores only: not the fitted parameters, nor their at-bound flags (bools).
+    return {m: _stat(v, cis.get(m)) for m, v in values.items()
+            if not m.startswith(HIDDEN) and not isinstance(v, bool)}
 
 
 def _data_dir(source: str, results: list[dict]) -> Path:
@@ -139,21 +141,18 @@ def task_references(task: str, entries: dict[str, dict]) -> tuple[dict[str, dict
         return rows, facts, warnings
     records = list(docs.values())
     counts = np.array([r.counts for r in records], dtype=np.float64)
-    with np.errstate(divide="ignore"):  # constant_predictions also builds this corpus's prior, unused here
-        rows["uniform"] = _scored(counts, constant_predictions(counts)["uniform"], scoring)
+    n, k = counts.shape
+    rows["uniform"] = _scored(counts, constant_logq(np.ones(k), n), scoring)
+    prior = scoring.get("prior")  # the train class frequencies the task itself scored with, carried by its records
     try:
         train, facts["train"] = _train_counts(task, list(entries.values()))
-        with np.errstate(divide="ignore"):  # a class no train document voted for has prior 0
-            prior = constant_predictions(train)["prior"][0]  # the train split's class frequencies
+        if prior is None:
+            prior = class_prior(train)
     except DataError as exc:
-        prior = None
-        if scoring.get("prior") is None:
+        if prior is None:
             warnings.append(f"prior on {task}: no TRAIN split to take class frequencies from ({exc}): no prior row")
-    if scoring.get("prior") is not None:  # the prior the task itself scored with, carried by its records
-        with np.errstate(divide="ignore"):
-            prior = np.log(np.asarray(scoring["prior"], dtype=np.float64))
     if prior is not None:
-        rows["prior"] = _scored(counts, np.tile(prior, (len(counts), 1)), scoring)
+        rows["prior"] = _scored(counts, constant_logq(prior, n), scoring)
     human = [r.human_counts for r in records]
     if all(h is not None for h in human):
         scores = human_row(counts, human)
