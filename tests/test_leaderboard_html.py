@@ -1,158 +1,244 @@
-"""The HTML leaderboard: structure of the file, then the page as a real headless Chromium shows it."""
+"""The HTML leaderboard: the file itself, then the page as a real headless Chromium shows it at 1280 px.
+
+The board is the real pipeline's (hand-made results folders -> ``moral-ambiguity leaderboard
+--results``): 10 entries, names up to 40 characters, two base models with adapters, one
+task on the bundled sample (the page must warn) and one on "full" data.
+"""
 
 from __future__ import annotations
 
 import html
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from moral_tasks.leaderboard.html import render_html
+from conftest import BIN, run
+from leaderboard_results import record, write_run
+from moral_tasks.leaderboard.cli import main
+from moral_tasks.leaderboard.screenshot import chromium_path, launch
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-TASKS = {"moral_dilemmas": 2, "moral_anecdotes": 5}  # task -> number of options
-METRICS = ["xentropy", "dirichlet_nll", "acc", "f1_macro", "brier", "ece", "jsd", "tvd"]
-HIGHER = {"xentropy": False, "dirichlet_nll": False, "acc": True, "f1_macro": True, "brier": False, "ece": False,
-          "jsd": False, "tvd": False}
-ENTRIES = ["mistral-base", "mistral-dm", "gpt-4o <chat> & co"]  # the last one checks escaping
-
-
-def _stat(rng, value):
-    half = rng.uniform(0.005, 0.03)
-    return {"value": value, "ci_low": value - half, "ci_high": value + half}
-
-
-def _records(rng, k, n=60):
-    records = []
-    for i in range(n):
-        counts = rng.multinomial(rng.integers(3, 12), rng.dirichlet(np.ones(k)))
-        q = rng.dirichlet(counts + 1.0)
-        records.append({"doc_id": f"doc{i}", "q": q.tolist(), "counts": counts.tolist()})
-    return records
+pytestmark = pytest.mark.slow  # ~6 s to build the 10-entry board, ~2 s to start Chromium
+WIDTH = 1280
+LONG = "a-rather-long-model-name-of-forty-chars"  # + 1 below = 40 characters
+ENTRIES = {  # name -> (model_args, how close to the votes: 0 = uniform, 1 = the vote shares)
+    "smol-base": ("pretrained=smol", -0.1),  # worse than uniform
+    "smol-sce": ("pretrained=smol,peft=sce", 0.6),
+    "smol-dm": ("pretrained=smol,peft=dm", 0.5),
+    "smol-dm-long-run": ("pretrained=smol,peft=dm2", 0.55),
+    LONG + "X": ("pretrained=smol,peft=long", 0.3),
+    "qwen-base": ("pretrained=qwen", 0.1),
+    "qwen-sce": ("pretrained=qwen,peft=sce", 0.4),
+    "qwen-dm": ("pretrained=qwen,peft=dm", 0.2),
+    "gpt-4o <chat> & co": ("model=gpt-4o", 0.35),
+    "llama.cpp-served-model-with-a-long-alias": ("model=tiny", 0.25),
+}
+SAMPLE = "sample:scruples-v1.0/dilemmas/test rows=40 skipped_zero_votes=0 sha256:3cad4ad6ca0aea9e"
+FULL = "full:scruples-v1.0/anecdotes/test rows=60 skipped_zero_votes=0 sha256:0123456789abcdef"
 
 
-def make_board(seed=0) -> dict:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for name in ENTRIES:
-        rows.append({"name": name, "kind": "entry", "model": "hf", "base": None,
-                     "gap_closed": {"moral_dilemmas": float(rng.uniform(0, 0.6)), "moral_anecdotes": None},
-                     "metrics": {task: {m: _stat(rng, float(rng.uniform(0.2, 0.9))) for m in METRICS}
-                                 for task in TASKS}})
-    rows[1]["metrics"]["moral_dilemmas"]["ece"] = None  # a missing value in an entry row
-    rows[2]["metrics"]["moral_anecdotes"]["brier"] = {"value": 0.31}  # no interval
-    best = {task: {m: _stat(rng, 0.15) for m in ("xentropy", "acc", "f1_macro")} for task in TASKS}
-    rows += [
-        {"name": "BEST", "kind": "reference", "metrics": best},
-        {"name": "human", "kind": "reference",
-         "metrics": {"moral_dilemmas": {"acc": _stat(rng, 0.7), "f1_macro": _stat(rng, 0.68)}}},
-        {"name": "prior", "kind": "reference", "metrics": {t: {m: _stat(rng, 0.8) for m in METRICS} for t in TASKS}},
-        {"name": "uniform", "kind": "reference", "metrics": {t: {m: {"value": 1.0} for m in METRICS} for t in TASKS}},
-    ]
-    return {
-        "title": "Moral ambiguity leaderboard",
-        "generated": {"date": "2025-01-01", "moral_ambiguity_version": "0.1.0", "lm_eval_version": "0.4.13",
-                      "config": "leaderboard.yaml"},
-        "tasks": list(TASKS),
-        "metrics": METRICS,
-        "higher_is_better": HIGHER,
-        "rows": rows,
-        "records": {name: {task: _records(rng, k) for task, k in TASKS.items()} for name in ENTRIES},
-        "comparisons": [{"task": "moral_dilemmas", "a": "mistral-dm", "b": "mistral-base", "metric": "xentropy",
-                         "mean_diff": -0.01, "ci_low": -0.03, "ci_high": 0.01, "p_value": 0.32, "n_docs": 60}],
-    }
-
-
-class _Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.urls = []
-
-    def handle_starttag(self, tag, attrs):
-        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+def _write_results(root: Path, data_dir: Path) -> None:
+    rng = np.random.default_rng(0)
+    votes = {"moral_dilemmas": rng.multinomial(5, [0.5, 0.5], size=60),
+             "moral_anecdotes": rng.multinomial(8, [0.4, 0.3, 0.1, 0.1, 0.1], size=60)}
+    for i, (name, (args, skill)) in enumerate(ENTRIES.items()):
+        runs = {}
+        for task, counts in votes.items():
+            k = counts.shape[1]
+            p = (counts + 0.5) / (counts + 0.5).sum(1, keepdims=True)
+            q = skill * p + (1 - skill) / k
+            x = float(np.mean(-(counts / counts.sum(1, keepdims=True) * np.log(q)).sum(1)))
+            human = [[int(rng.integers(0, 6)), 0] for _ in counts] if task == "moral_dilemmas" else None
+            for h in human or []:
+                h[1] = 5 - h[0]
+            recs = [record(task, f"{task[:5]}{j}", q[j].tolist(), counts[j].tolist(), mass=0.3 if i == 9 else 0.9,
+                           human_counts=None if human is None else human[j]) for j in range(len(counts))]
+            runs[task] = {"records": recs, "data_source": SAMPLE if task == "moral_dilemmas" else FULL,
+                          "metadata": {} if task == "moral_dilemmas" else {"data_dir": str(data_dir)},
+                          "metrics": {"xentropy": (x, x - 0.02, x + 0.02), "acc": (0.5 + skill / 4, 0.4, 0.7),
+                                      "tvd": 0.3 - skill / 5, "ece": 0.1, "dirichlet_nll": 3 - skill,
+                                      "brier": 0.2, "jsd": 0.25, "f1_macro": 0.4, "calibrated_xentropy": x - 0.01,
+                                      "best_xentropy": (0.45, 0.449, 0.451), "best_acc": (0.8, 0.79, 0.81)}}
+        write_run(root / "res", name, runs, model_args=args)
 
 
 @pytest.fixture(scope="module")
-def page_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("leaderboard") / "leaderboard.html"
-    render_html(make_board(), path)
-    return path
+def page_path(tmp_path_factory, scruples_dir) -> Path:
+    root = tmp_path_factory.mktemp("leaderboard")
+    _write_results(root, scruples_dir)
+    assert main(["--results", str(root / "res"), "--output", str(root / "out"), "--title", "Moral <ambiguity>"]) == 0
+    return root / "out" / "leaderboard.html"
 
 
-def test_html_structure(page_path):
+class _Page(HTMLParser):
+    """Image sources and links, and the ids of sections and tables in document order."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls, self.ids = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.urls += [v for k, v in attrs.items() if k in ("src", "href") and v]
+        if tag in ("section", "table") and attrs.get("id"):
+            self.ids.append(attrs["id"])
+
+
+def test_html_is_one_self_contained_escaped_file(page_path):
     text = page_path.read_text(encoding="utf-8")
-    for name in ENTRIES + ["BEST", "human", "prior", "uniform"]:
-        assert html.escape(name) in text
-    assert "<chat>" not in text  # autoescaped
-    assert "–" in text  # missing metrics (e.g. human's xentropy)
-    assert "0.3100<" in text  # a value without interval shows no brackets
-    links = _Links()
-    links.feed(text)
-    assert links.urls and all(url.startswith("data:image/png;base64,") for url in links.urls)
+    parsed = _Page()
+    parsed.feed(text)
+    assert parsed.urls and all(url.startswith("data:image/png;base64,") for url in parsed.urls)
     assert "http://" not in text and "https://" not in text
-    # Figures: per task bars + reliability, plus the option-A scatter for the 2-option task.
-    assert len(links.urls) == 5
-    assert text.count('class="best"') >= len(METRICS)
-    # human has no anecdotes metrics: no row of dashes in that table.
+    assert html.escape("gpt-4o <chat> & co") in text and "<chat>" not in text and "Moral &lt;ambiguity&gt;" in text
+    # Summary first, then provenance, then the tables.
+    assert parsed.ids[:3] == ["summary", "provenance", "task-moral_dilemmas"]
+    # xentropy with intervals, gap closed, and per task a reliability diagram (+ the option-A scatter on dilemmas).
+    assert len(parsed.urls) == 2 + 2 + 1
+
+
+def _row_cells(text: str, table_id: str, name: str) -> list[str]:
+    table = text[text.index(f'id="{table_id}"'):]
+    table = table[:table.index("</table>")]
+    row = next(r for r in table.split("<tr")[1:] if f'data-v="{html.escape(name)}"' in r)
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)]
+
+
+def test_reference_rows_in_every_table_and_human_without_dashes(page_path):
+    text = page_path.read_text(encoding="utf-8")
+    for table in ("table-moral_dilemmas", "full-moral_dilemmas", "table-moral_anecdotes", "full-moral_anecdotes"):
+        body = text[text.index(f'id="{table}"'):]
+        body = body[:body.index("</table>")]
+        for ref in ("BEST", "prior", "uniform"):
+            assert f'data-v="{ref}"' in body, (table, ref)
+    human = _row_cells(text, "table-moral_dilemmas", "human")
+    assert "–" not in "".join(human) and any(c for c in human[1:])  # its accuracy, blanks elsewhere
     anecdotes = text[text.index('id="table-moral_anecdotes"'):]
-    assert ">human<" not in anecdotes[:anecdotes.index("</table>")]
+    assert 'data-v="human"' not in anecdotes[:anecdotes.index("</table>")]  # no human votes there: no row
 
 
-def test_in_headless_chromium(page_path):
+def test_entries_are_grouped_under_their_base(page_path):
+    text = page_path.read_text(encoding="utf-8")
+    table = text[text.index('id="table-moral_dilemmas"'):]
+    names = re.findall(r'<td class="text name" data-v="([^"]+)"', table[:table.index("</table>")])
+    smol, qwen = names.index("smol-base"), names.index("qwen-base")
+    assert set(names[smol + 1:smol + 5]) == {"smol-sce", "smol-dm", "smol-dm-long-run", LONG + "X"}
+    assert set(names[qwen + 1:qwen + 3]) == {"qwen-sce", "qwen-dm"}
+    assert 'data-base="smol-base"' in table and "↳" in table
+
+
+CHECKS = """() => {
+  const boxes = Array.from(document.querySelectorAll('.table-box'));
+  const tables = Array.from(document.querySelectorAll('table'));
+  const first = (sel) => document.querySelector(sel);
+  return {
+    pageWidth: document.documentElement.scrollWidth,
+    viewport: window.innerWidth,
+    overflowingBoxes: boxes.filter(b => b.scrollWidth > b.clientWidth).map(b => b.querySelector('table').id),
+    tablesPastEdge: tables.filter(t => t.getBoundingClientRect().right > window.innerWidth).map(t => t.id),
+    summaryBeforeTables: !!(first('#summary').compareDocumentPosition(first('table'))
+                            & Node.DOCUMENT_POSITION_FOLLOWING),
+    provenanceBeforeTables: !!(first('#provenance').compareDocumentPosition(first('table'))
+                               & Node.DOCUMENT_POSITION_FOLLOWING),
+    firstSection: document.querySelector('section').id,
+    imagesLoaded: Array.from(document.images).every(i => i.complete && i.naturalWidth > 0),
+  };
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    if chromium_path() is None:
+        pytest.skip("no Chromium (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            errors, requests = [], []
-            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("request", lambda req: requests.append(req.url))
-            page.goto(page_path.as_uri())
-            page.wait_for_load_state("load")
-            assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-            page.screenshot(path=str(page_path.with_suffix(".png")), full_page=True)
+        browser = launch(p)
+        yield browser
+        browser.close()
 
-            table = page.locator("#table-moral_dilemmas")
-            names = lambda: table.locator("tbody tr td:first-child").all_inner_texts()  # noqa: E731
-            assert "gpt-4o <chat> & co" in names()[2]
-            before = names()
-            header = table.locator("thead th", has_text="xentropy")
-            header.click()
-            ascending = names()
-            header.click()
-            descending = names()
-            page.screenshot(path=str(page_path.with_name("sorted.png")))
-        finally:
-            browser.close()
 
-    assert ascending != before
-    # human has no xentropy: it stays last in both directions, the others reverse.
-    assert ascending[-1].startswith("human") and descending[-1].startswith("human")
-    assert descending[:-1] == ascending[-2::-1]
+def test_in_headless_chromium_at_1280_px(page_path, browser):
+    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    errors, requests = [], []
+    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto(page_path.as_uri())
+    page.wait_for_load_state("load")
+    closed = page.evaluate(CHECKS)
+    page.locator("details summary").evaluate_all("els => els.forEach(e => e.click())")  # "all metrics" opened
+    opened = page.evaluate(CHECKS)
+    page.screenshot(path=str(page_path.with_suffix(".png")), full_page=True)
+
+    for state in (closed, opened):
+        assert state["viewport"] == WIDTH and state["pageWidth"] <= WIDTH, state
+        assert state["overflowingBoxes"] == [] and state["tablesPastEdge"] == [], state
+    assert closed["firstSection"] == "summary" and closed["summaryBeforeTables"] and closed["provenanceBeforeTables"]
+    assert closed["imagesLoaded"]
+
+    summary = page.locator("#summary").inner_text()
+    # smol-sce is the closest to the votes on both tasks.
+    assert summary.count("Best entry: smol-sce, xentropy") == 2 and "95% CI" in summary
+    assert "of the gap between its base model smol-base and the BEST ceiling" in summary
+    assert "has lower xentropy than smol-base" in summary and "Holm-adjusted p" in summary
+
+    provenance = page.locator("#provenance").inner_text()
+    for fact in ("generated", "board file", "split test", "40 rows", "SHA-256", "moral-ambiguity", "lm_eval",
+                 "numpy", "60 documents scored", "prior from sample split train", "results_"):
+        assert fact in provenance, fact
+    warnings = page.locator("#provenance .warning").all_inner_texts()
+    assert any("BUNDLED SAMPLE" in w and "moral_dilemmas" in w for w in warnings), warnings
+    assert not any("BUNDLED SAMPLE" in w and "moral_anecdotes" in w for w in warnings)
+    assert any("llama.cpp-served-model-with-a-long-alias" in w and "option mass 0.3" in w for w in warnings)
+    assert any("smol-base" in w and "worse than the uniform" in w for w in warnings)
+    assert page.locator("#provenance .warning").first.is_visible()
+
+    # A 40-character name is shown whole; the table sorts on a click, and back.
+    table = page.locator("#table-moral_dilemmas")
+    names = lambda: table.locator("tbody tr td:first-child").all_inner_texts()  # noqa: E731
+    assert any(n.strip().endswith(LONG + "X") for n in names())
+    header = table.locator("thead th", has_text="xentropy")
+    column = list(table.locator("thead th").all_inner_texts()).index(header.inner_text())
+    keys = lambda: table.locator(f"tbody tr td:nth-child({column + 1})").evaluate_all(  # noqa: E731
+        "cells => cells.map(c => c.dataset.v)")
+    header.click()
+    ascending, names_up = keys(), names()
+    header.click()
+    descending, names_down = keys(), names()
+    values = [float(k) for k in ascending if k]
+    assert values == sorted(values) and [float(k) for k in descending if k] == sorted(values, reverse=True)
+    # The human row has no xentropy: last in both directions.
+    assert ascending[-1] == descending[-1] == ""
+    assert names_up[-1].startswith("human") and names_down[-1].startswith("human")
     assert not errors, errors
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    page.close()
 
 
-def test_sparse_board(tmp_path):
-    """No records, comparisons or gap closed, NaN and None values: tables only, all dashes where empty."""
-    board = make_board()
-    del board["records"], board["comparisons"]
-    for row in board["rows"]:
-        row.pop("gap_closed", None)
-        row["metrics"].pop("moral_anecdotes", None)
-    board["rows"][0]["metrics"]["moral_dilemmas"]["acc"] = {"value": float("nan")}
-    render_html(board, tmp_path / "sparse.html")
-    text = (tmp_path / "sparse.html").read_text(encoding="utf-8")
-    assert "gap closed" not in text and "Paired comparisons" not in text
-    assert text.count("data:image/png") == 1  # the dilemmas bar chart: anecdotes has no value to plot
-    anecdotes = text[text.index('id="table-moral_anecdotes"'):]
-    anecdotes = anecdotes[:anecdotes.index("</table>")]
-    assert anecdotes.count("<tr") == 1 + len(ENTRIES)  # header + entries; empty reference rows are dropped
-    assert anecdotes.count("–") == len(ENTRIES) * len(METRICS)
+def test_screenshot_command_writes_a_1280_px_png(page_path, browser, tmp_path):
+    """The documented command, run as a user runs it: ``moral-ambiguity leaderboard ... --screenshot PNG``."""
+    png = tmp_path / "shot" / "leaderboard.png"
+    res = page_path.parent.parent / "res"
+    run([BIN / "moral-ambiguity", "leaderboard", "--results", res, "--output", tmp_path / "out", "--screenshot", png],
+        cwd=tmp_path)
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(header[16:20], "big") == WIDTH
+
+
+def test_failed_entry_is_marked_and_sorts_last(tmp_path, browser):
+    write_run(tmp_path / "good", "good", {"moral_dilemmas": {
+        "records": [record("moral_dilemmas", f"d{i}", [0.6, 0.4], [3, 2]) for i in range(4)],
+        "data_source": SAMPLE, "metrics": {"xentropy": 0.7}}})
+    (tmp_path / "broken").mkdir()
+    assert main(["--results", str(tmp_path / "good"), str(tmp_path / "broken"), "--output", str(tmp_path / "out")]) == 1
+    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    page.goto((tmp_path / "out" / "leaderboard.html").as_uri())
+    failed = page.locator("#table-moral_dilemmas tr.failed")
+    assert "FAILED" in failed.inner_text() and "no lm-eval results_*.json" in failed.inner_text()
+    header = page.locator("#table-moral_dilemmas thead th", has_text="xentropy")
+    header.click()
+    assert page.locator("#table-moral_dilemmas tbody tr").last.get_attribute("class").endswith("failed")
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    page.close()

@@ -1,22 +1,35 @@
-"""Read lm-eval results folders: metrics with intervals, and per-document records.
+"""Read lm-eval results folders: metrics with intervals, and the per-document records.
 
-Robust to lm-eval's quirks: stderr ``"N/A"`` strings, bare ``NaN`` in JSON,
-stringified ``resps``, and folder names that are random ids.
+A results file ``results_<date>.json`` and its samples files
+``samples_<task>_<date>.jsonl`` share lm-eval's date id, so the samples of a
+task are found by its *exact* name (``samples_moral_anecdotes_*`` would also
+match ``moral_anecdotes_binary``). Records are read only through
+:func:`moral_tasks.records.read_samples`, which refuses formats it does not
+know. Robust to lm-eval's quirks: stderr ``"N/A"`` strings, bare ``NaN`` in
+JSON, folder names that are random ids.
+
+Where ``moral_tasks.rescore`` exists, every metric is recomputed from the
+samples file by the code lm-eval's aggregations call (so metrics defined after
+a run appear too), and a reported number that the samples do not reproduce is
+flagged: the samples file is not the one that produced the results.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
+import re
 from pathlib import Path
 
-import numpy as np
+from moral_tasks.records import RecordFormatError, read_samples
 
-from moral_tasks.metrics import core as M
-from moral_tasks.harness import BEST_NAMES, DEBIASED_NAMES, debias
+SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.jsonl$")
+# lm-eval metadata keys that say nothing about how a task was scored.
+_NOT_SETTINGS = ("version", "config_source", "pretrained", "model_args")
 
-REPORTED = (*M.METRIC_NAMES, *BEST_NAMES, DEBIASED_NAMES[0])
+
+class CollectError(ValueError):
+    """A results folder we cannot read; the message names the file."""
 
 
 def _number(value):
@@ -25,61 +38,82 @@ def _number(value):
     return None  # "N/A", NaN, None, strings
 
 
-def _metric(row: dict, name: str) -> dict | None:
-    value = _number(row.get(f"{name},none"))
-    if value is None:
-        return None
-    ci = row.get(f"{name}_ci95,none")
-    low, high = (ci if isinstance(ci, list) and len(ci) == 2 else (None, None))
-    return {"value": value, "ci_low": _number(low), "ci_high": _number(high)}
+def metrics_of(row: dict) -> dict[str, dict]:
+    """Every numeric metric of one lm-eval results row, with its ``<metric>_ci95`` interval when present."""
+    out = {}
+    for key, value in row.items():
+        name, _, filt = key.partition(",")
+        if filt != "none" or name.endswith(("_ci95", "_stderr")) or (v := _number(value)) is None:
+            continue
+        ci = row.get(f"{name}_ci95,none")
+        low, high = ci if isinstance(ci, list) and len(ci) == 2 else (None, None)
+        out[name] = {"value": v, "ci_low": _number(low), "ci_high": _number(high)}
+    return out
 
 
-def _unstring(value):
-    """lm-eval may write a response as a list, a JSON string or a Python repr string."""
-    if not isinstance(value, str):
-        return value
+def rescored(samples: Path) -> dict[str, dict] | None:
+    """Every metric recomputed from a samples file; None where this version has no rescoring."""
     try:
-        return json.loads(value)
-    except ValueError:
-        return ast.literal_eval(value)
+        from moral_tasks.rescore import score_samples
+    except ImportError:  # moral-ambiguity without `rescore`: lm-eval's reported numbers are all there is
+        return None
+    return metrics_of({f"{name},none": value for name, value in score_samples(samples).items()})
 
 
-def _record(sample: dict) -> dict:
-    """Our per-document record; rebuilt from ``filtered_resps`` when the metric field is missing."""
-    record = sample.get("xentropy")
-    if isinstance(record, dict) and "q" in record:
-        return record
-    loglik = [float(_unstring(r)[0]) for r in sample["filtered_resps"]]
-    doc = sample["doc"]
-    return {"doc_id": doc.get("id", sample["doc_id"]), "option_loglik": loglik,
-            "q": np.exp(M.log_normalize(loglik)).tolist(), "counts": doc["counts"],
-            "human_counts": doc.get("human_counts"), **({"order": doc["order"]} if "order" in doc else {})}
+def disagreements(reported: dict[str, dict], recomputed: dict[str, dict], tol: float = 1e-9) -> list[str]:
+    """Metrics whose reported value the samples do not reproduce."""
+    return sorted(m for m, v in reported.items() if m in recomputed
+                  and abs(v["value"] - recomputed[m]["value"]) > tol * max(1.0, abs(v["value"])))
 
 
-def documents(records: list[dict]) -> list[dict]:
-    """One record per document: a debiased task's two orders are combined as the task does."""
-    if records and "order" in records[0]:
-        combined, _ = debias(records)
-        return [{**r, "q": np.exp(M.log_normalize(r["option_loglik"])).tolist()} for r in combined]
-    return records
+def samples_file(results_file: Path, task: str) -> Path | None:
+    """The samples of exactly ``task`` written with ``results_file`` (else the newest of exactly ``task``)."""
+    date = results_file.stem.removeprefix("results_")
+    same_run = results_file.parent / f"samples_{task}_{date}.jsonl"
+    if same_run.is_file():
+        return same_run
+    found = sorted((m["date"], p) for p in results_file.parent.glob("samples_*.jsonl")
+                   if (m := SAMPLES_NAME.match(p.name)) and m["task"] == task)
+    return found[-1][1] if found else None
 
 
 def read_results_folder(folder: Path) -> dict[str, dict]:
-    """{model_name: {task: {"metrics": {...}, "records": [...], "data_source": str, "config": {...}}}}."""
+    """{model_name: {task: {"metrics", "higher_is_better", "records", "data_source", "metadata", "config",
+    "results_file", "samples_file", "versions"}}}."""
     out: dict[str, dict] = {}
-    for results_file in sorted(Path(folder).rglob("results_*.json")):
-        results = json.loads(results_file.read_text())  # Python's json reads bare NaN
+    files = sorted(Path(folder).rglob("results_*.json"))
+    if not files:
+        raise CollectError(f"{folder}: no lm-eval results_*.json file in it")
+    for results_file in files:
+        try:
+            results = json.loads(results_file.read_text(encoding="utf-8"))  # Python's json reads bare NaN
+        except (ValueError, OSError) as exc:
+            raise CollectError(f"{results_file}: not a readable lm-eval results file ({exc})") from None
+        if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
+            raise CollectError(f"{results_file}: no 'results' mapping: not an lm-eval results file")
         name = results.get("model_name") or results_file.parent.name
         model = out.setdefault(name, {})
-        for task, row in results.get("results", {}).items():
-            samples = sorted(results_file.parent.glob(f"samples_{task}_*.jsonl"))
-            records = []
-            if samples:
-                records = [_record(json.loads(line)) for line in samples[-1].read_text().splitlines() if line.strip()]
+        config = results.get("config") or {}
+        for task, row in results["results"].items():
+            samples = samples_file(results_file, task)
+            try:
+                records = read_samples(samples) if samples else []
+            except RecordFormatError as exc:
+                raise CollectError(str(exc)) from None
+            metadata = ((results.get("configs") or {}).get(task) or {}).get("metadata") or {}
+            reported = metrics_of(row)
+            recomputed = rescored(samples) if records else None
             model[task] = {
-                "metrics": {m: v for m in REPORTED if (v := _metric(row, m)) is not None},
-                "records": documents(records),
+                "metrics": reported if recomputed is None else recomputed,
+                "disagreements": [] if recomputed is None else disagreements(reported, recomputed),
+                "higher_is_better": (results.get("higher_is_better") or {}).get(task) or {},
+                "records": records,
                 "data_source": row.get("data_source,none"),
-                "config": {k: results.get("config", {}).get(k) for k in ("model", "model_args")},
+                "metadata": {k: v for k, v in metadata.items() if k not in _NOT_SETTINGS},
+                "config": {"model": config.get("model"), "model_args": config.get("model_args")},
+                "results_file": str(results_file),
+                "samples_file": str(samples) if samples else None,
+                "versions": {"lm_eval": results.get("lm_eval_version"),
+                             "transformers": results.get("transformers_version")},
             }
     return out

@@ -5,7 +5,8 @@ that changes the numbers: the entry (model type, model_args, chat template,
 system instruction, limit), the task and its metadata, the SHA-256 of the data
 file, a fingerprint of local model / adapter folders, and the prompt and
 package versions. A rerun with nothing changed runs nothing; a run that fails
-leaves the finished ones in place.
+leaves the finished ones in place and is reported, not raised: the board is
+written for everything that succeeded.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from pathlib import Path
 
 from moral_tasks import __version__
 from moral_tasks.data import locate, sha256_file
-from moral_tasks.prompts import PROMPT_VERSION, get_task
+from moral_tasks.prompts import PROMPT_VERSION
 
-from .config import DEBIASED, Board, Entry
+from .config import Board, Entry, task_spec
 
 DONE = "run.json"
 # model_args whose local folders hold weights: their contents are part of the run key.
@@ -32,7 +33,7 @@ MODEL_FOLDER_ARGS = ("pretrained", "peft", "delta", "tokenizer", "lora_local_pat
 
 
 def _data_fingerprint(task: str, metadata: dict) -> str:
-    spec = get_task("moral_dilemmas" if task == DEBIASED else task)
+    spec = task_spec(task)
     path, source = locate(spec.dataset, metadata.get("split", "test"), metadata.get("data_dir"))
     return f"{source}:{sha256_file(path)}"
 
@@ -76,8 +77,12 @@ def lm_eval_command(entry: Entry, task: str, metadata: dict, output_path: Path) 
     return cmd
 
 
-def run_board(board: Board, output: Path, console=None) -> dict[tuple[str, str], Path]:
-    """Run what is missing; return the run folder of every (entry, task)."""
+RunKey = tuple[str, str]  # (entry name, task)
+
+
+def run_board(board: Board, output: Path, console=None) -> tuple[dict[RunKey, Path], dict[RunKey, str]]:
+    """Run what is missing; return the run folder of every (entry, task) that has a result, and the
+    error of every one that failed (one line, naming its log)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -88,25 +93,45 @@ def run_board(board: Board, output: Path, console=None) -> dict[tuple[str, str],
             planned[(entry.name, task)] = (entry, output / "runs" / run_key(entry, task, board.metadata))
     pending = [(name, task) for (name, task), (_, folder) in planned.items() if not (folder / DONE).exists()]
     console.print(f"leaderboard: {len(planned) - len(pending)} of {len(planned)} runs cached, {len(pending)} to run")
-    failures = []
+    failures = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not pending) as progress:
         bar = progress.add_task("running", total=len(pending))
         for name, task in pending:
             entry, folder = planned[(name, task)]
             progress.update(bar, description=f"{name} / {task}")
+            if missing := missing_local_path(entry):
+                failures[(name, task)] = missing
+                progress.advance(bar)
+                continue
             folder.mkdir(parents=True, exist_ok=True)
             cmd = lm_eval_command(entry, task, board.metadata, folder / "lm_eval")
             started = time.time()
             with open(folder / "lm_eval.log", "w") as logfile:
                 proc = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ.copy())
             if proc.returncode != 0:
-                tail = (folder / "lm_eval.log").read_text()[-2000:]
-                failures.append(f"{name} / {task}: lm_eval exited {proc.returncode}; log {folder / 'lm_eval.log'}\n{tail}")
+                failures[(name, task)] = (f"lm_eval exited {proc.returncode}: {_last_error(folder / 'lm_eval.log')} "
+                                          f"(log: {folder / 'lm_eval.log'})")
             else:
                 (folder / DONE).write_text(json.dumps({"entry": asdict(entry), "task": task, "metadata": board.metadata,
                                                        "seconds": round(time.time() - started, 1)}, indent=2))
             progress.advance(bar)
-    if failures:
-        raise RuntimeError("some leaderboard runs failed (finished runs are kept):\n" + "\n\n".join(failures))
-    return {key: folder for key, (_, folder) in planned.items()}
+    done = {key: folder for key, (_, folder) in planned.items() if key not in failures}
+    return done, failures
+
+
+def missing_local_path(entry: Entry) -> str | None:
+    """A model_args folder written as a local path (/..., ./..., ../..., ~/...) that does not exist: said at once,
+    rather than after lm_eval has started and taken it for a hub id."""
+    for key, value in entry.args().items():
+        local = value.startswith(("/", "./", "../", "~"))
+        if key in MODEL_FOLDER_ARGS and local and not Path(value).expanduser().exists():
+            return f"model_args {key}={value}: no such file or folder"
+    return None
+
+
+def _last_error(log: Path) -> str:
+    """The last line of a failed run's log that names an error (Python's last traceback line, usually)."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["no output"])[-1][:300]
