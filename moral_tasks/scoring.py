@@ -60,9 +60,11 @@ def read_out(task: str, doc_id: str, labels: Sequence[str], orders: Sequence[tup
     else the primary string's log-likelihood.
     """
     logliks = np.asarray(logliks, dtype=np.float64)
-    if not np.isfinite(logliks).all():
-        raise CorpusError(f"{task} document {doc_id}: the model returned a non-finite log-likelihood {logliks.tolist()}")
     readout = logsumexp(logliks, axis=1) if merge_variants else logliks[:, 0]
+    # A variant may have probability 0 (log -inf: e.g. a classifier has no surface variants),
+    # but NaN, +inf or an option without any probability leaves no distribution to score.
+    if np.isnan(logliks).any() or (logliks == np.inf).any() or not np.isfinite(readout).all():
+        raise CorpusError(f"{task} document {doc_id}: the model returned a non-finite log-likelihood {logliks.tolist()}")
     by_order = {}
     for (name, perm), ll in zip(orders, readout):
         back = np.argsort(perm)  # presented option i is label perm[i]: argsort maps back to label order

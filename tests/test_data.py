@@ -9,7 +9,8 @@ import pytest
 
 from moral_tasks import data as D
 from moral_tasks.data import files as F, reading as R
-from moral_tasks.harness import build_dataset
+from moral_tasks.dataset import build_documents
+from moral_tasks.task import scoring_settings
 from moral_tasks.prompts import TASKS, get_task
 from scruples_factory import anecdote_row, dilemma_row, write_jsonl, write_scruples
 
@@ -147,17 +148,20 @@ def test_unknown_split_and_dataset():
         D.file_name("stories", "dev")
 
 
-def test_build_dataset_columns_and_split_choice(tmp_path):
+def test_build_documents_columns_and_split_choice(tmp_path):
     root = write_scruples(tmp_path / "s", n=5)
-    ds = build_dataset("moral_dilemmas", split="train-extra", data_dir=str(root), dirichlet_concentration=7)
+    ds, source = build_documents(get_task("moral_dilemmas"), split="train-extra", data_dir=str(root))
     assert set(ds) == {"test", "validation"}
     doc = ds["test"][0]
     original = json.loads(doc["doc"])
     assert doc["counts"] == original["gold_annotations"]
-    assert doc["choices"] == ["A", "B"] and doc["scoring"]["fixed_concentration"] == 7.0
-    assert doc["scoring"]["bootstrap_resamples"] == 1000
-    assert "dilemmas/train-extra rows=5" in doc["data_source"]
+    assert doc["choices"] == ["A", "B"]
     assert doc["target"] == original["gold_label"]
-    assert "dilemmas/dev" in ds["validation"][0]["data_source"]
+    assert "dilemmas/train-extra rows=5" in source
+
+
+def test_scoring_settings_are_checked():
+    settings = scoring_settings("moral_dilemmas", {"dirichlet_concentration": 7})
+    assert settings["fixed_concentration"] == 7.0 and settings["bootstrap_resamples"] == 1000
     with pytest.raises(ValueError, match="dirichlet_concentration must be > 0"):
-        build_dataset("moral_dilemmas", data_dir=str(root), dirichlet_concentration=0)
+        scoring_settings("moral_dilemmas", {"dirichlet_concentration": 0})

@@ -18,14 +18,13 @@ import torch
 from lm_eval.api.model import LM
 from tqdm.auto import tqdm
 
-from moral_tasks.harness import DEBIASED
-from moral_tasks.prompts import TASKS, get_task
+from moral_tasks.prompts import LM_EVAL_TASKS, base_task, get_task, request_layout
 from moral_tasks.cards import CARD_NAME
 from moral_tasks.models.encoder_io import EncoderCollator, architecture, classifier_logits, encode, load_classifier
 
 
 def _only_ours(task_name: str) -> str:
-    return (f"hf-encoder-classifier answers only the moral_ambiguity tasks ({', '.join([*TASKS, DEBIASED])}); "
+    return (f"hf-encoder-classifier answers only the moral_ambiguity tasks ({', '.join(LM_EVAL_TASKS)}); "
             f"got a request from {task_name!r}")
 
 
@@ -44,7 +43,7 @@ class EncoderClassifierLM(LM):
         self._loaded: dict[str, tuple] = {}
 
     def _classifier(self, task: str):
-        base = "moral_dilemmas" if task == DEBIASED else task
+        base = base_task(task)
         if base not in self._loaded:
             from transformers import AutoTokenizer
 
@@ -81,7 +80,7 @@ class EncoderClassifierLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         by_task: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
         for i, req in enumerate(requests):
-            if req.task_name not in TASKS and req.task_name != DEBIASED:
+            if req.task_name not in LM_EVAL_TASKS:
                 raise ValueError(_only_ours(req.task_name))
             by_task[req.task_name][req.doc_id].append((i, req))
         results: list = [None] * len(requests)
@@ -90,7 +89,12 @@ class EncoderClassifierLM(LM):
             logq = self.option_logprobs(task, [docs[d][0][1].doc for d in doc_ids])
             for row, doc_id in zip(logq, doc_ids):
                 for i, req in docs[doc_id]:
-                    results[i] = (float(row[req.idx]), bool(req.idx == int(row.argmax())))
+                    # A classifier reads labels, not text: every presentation order gets the same
+                    # answer (order effect 0), and surface variants other than the scored string
+                    # carry no probability.
+                    _, variant, label = request_layout(get_task(task), req.idx)
+                    value = float(row[label]) if variant == 0 else float("-inf")
+                    results[i] = (value, bool(variant == 0 and label == int(row.argmax())))
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
