@@ -197,6 +197,52 @@ def agg_best_f1_macro_ci95(doc_ids: list) -> Any:
     return corpus_value("best_f1_macro_ci95", doc_ids)
 
 
+def agg_best_tvd(doc_ids: list) -> Any:
+    """BEST ceiling of total-variation distance: its expected value for an oracle knowing each document's true vote distribution."""
+    return corpus_value("best_tvd", doc_ids)
+
+
+def agg_best_tvd_ci95(doc_ids: list) -> Any:
+    """+-1.96 Monte-Carlo standard errors of best_tvd (the estimate's precision, not a sampling interval)."""
+    return corpus_value("best_tvd_ci95", doc_ids)
+
+def agg_best_jsd(doc_ids: list) -> Any:
+    """BEST ceiling of Jensen-Shannon distance: its expected value for an oracle knowing each document's true vote distribution."""
+    return corpus_value("best_jsd", doc_ids)
+
+
+def agg_best_jsd_ci95(doc_ids: list) -> Any:
+    """+-1.96 Monte-Carlo standard errors of best_jsd (the estimate's precision, not a sampling interval)."""
+    return corpus_value("best_jsd_ci95", doc_ids)
+
+def agg_best_brier(doc_ids: list) -> Any:
+    """BEST ceiling of Brier score: its expected value for an oracle knowing each document's true vote distribution."""
+    return corpus_value("best_brier", doc_ids)
+
+
+def agg_best_brier_ci95(doc_ids: list) -> Any:
+    """+-1.96 Monte-Carlo standard errors of best_brier (the estimate's precision, not a sampling interval)."""
+    return corpus_value("best_brier_ci95", doc_ids)
+
+def agg_best_ece(doc_ids: list) -> Any:
+    """BEST ceiling of ECE: its expected value for an oracle knowing each document's true vote distribution."""
+    return corpus_value("best_ece", doc_ids)
+
+
+def agg_best_ece_ci95(doc_ids: list) -> Any:
+    """+-1.96 Monte-Carlo standard errors of best_ece (the estimate's precision, not a sampling interval)."""
+    return corpus_value("best_ece_ci95", doc_ids)
+
+
+def agg_temperature_insample_at_bound(doc_ids: list) -> Any:
+    """True when the in-sample temperature fit ran to its search bound (the readout has no usable signal)."""
+    return corpus_value("temperature_insample_at_bound", doc_ids)
+
+
+def agg_dirichlet_concentration_at_bound(doc_ids: list) -> Any:
+    """True when the Dirichlet concentration fit ran to its search bound."""
+    return corpus_value("dirichlet_concentration_at_bound", doc_ids)
+
 def agg_option_mass(doc_ids: list) -> Any:
     """Mean over documents of the total next-token probability on the options' scored strings (before renormalising)."""
     return corpus_value("option_mass", doc_ids)

@@ -28,11 +28,13 @@ from .records import RECORD_FORMAT, Record
 # Inside one lm_eval run the temperature can only be fitted on the evaluated split itself:
 # an oracle, in-sample value. Scruples fits it on dev and applies it to test; that is
 # `moral-ambiguity rescore --dev`.
-IN_SAMPLE = {"calibrated_xentropy": "calibrated_xentropy_insample", "temperature": "temperature_insample"}
+IN_SAMPLE = {"calibrated_xentropy": "calibrated_xentropy_insample", "temperature": "temperature_insample",
+             "temperature_at_bound": "temperature_insample_at_bound"}
 CORE_NAMES = tuple(IN_SAMPLE.get(name, name) for name in M.METRIC_NAMES)
 # BEST: the Scruples oracle ceiling for the documents evaluated; its _ci95 is +-1.96
 # Monte-Carlo standard errors of the estimate, not a sampling interval.
-BEST_NAMES = {"best_xentropy": "xentropy", "best_acc": "accuracy", "best_f1_macro": "f1_macro"}
+BEST_NAMES = {"best_xentropy": "xentropy", "best_acc": "accuracy", "best_f1_macro": "f1_macro", "best_tvd": "tvd",
+              "best_jsd": "jsd", "best_brier": "brier", "best_ece": "ece"}
 AGREEMENT_LEVELS = ("low", "mid", "high")
 AGREEMENT_METRICS = ("xentropy", "acc", "f1_macro", "tvd", "jsd", "brier")
 
@@ -147,12 +149,9 @@ def score_records(records: Sequence[Record]) -> dict[str, Any]:
 
 
 def _ceilings(counts: np.ndarray, records: list[Record], scoring: dict) -> dict:
-    """Oracle ceilings of the documents evaluated: BEST for xentropy, accuracy and macro F1.
-
-    Hook: ceilings for TVD, JSD, Brier and ECE (from :mod:`moral_tasks.metrics`) are added
-    here, under ``best_<metric>`` and ``best_<metric>_ci95``, with their names in
-    :data:`BEST_NAMES`.
-    """
+    """Oracle ceilings of the documents evaluated (BEST, posterior-predictive): for xentropy,
+    accuracy and macro F1 as Scruples, and the same scheme for TVD, JSD, Brier and ECE, so that
+    every distance has its floor. ``_ci95`` is +-1.96 Monte-Carlo standard errors."""
     human = [r.human_counts for r in records]
     # As Scruples: for dilemmas the prior is fitted on gold + human-performance votes.
     prior = counts + np.array(human) if all(h is not None for h in human) else None
@@ -216,6 +215,10 @@ def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[st
     if values["xentropy"] > values["xentropy_uniform"]:
         out.append(f"{task}: xentropy {values['xentropy']:.4f} is worse than the uniform distribution's "
                    f"{values['xentropy_uniform']:.4f}")
+    if values.get("temperature_insample_at_bound"):
+        out.append(f"{task}: the in-sample temperature ran to its search bound ({values['temperature_insample']:.4g}), "
+                   "so calibrated_xentropy_insample is (nearly) the uniform distribution's: the readout carries "
+                   "no usable signal at any temperature")
     share = np.bincount(argmax, minlength=len(labels)) / len(argmax)
     top = int(share.argmax())
     if share[top] > DOMINANT_OPTION_SHARE:

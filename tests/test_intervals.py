@@ -186,4 +186,10 @@ def test_headline_and_full_lists():
     assert headline == ["record"] + [n for m in HEADLINE for n in (m, f"{m}_ci95")] + ALWAYS
     full = [e["metric"] for e in _metric_list("_full_template_yaml")]
     with_ci = [*CORE_NAMES, *BEST_NAMES, "option_mass"]
-    assert full == ["record"] + [n for m in with_ci for n in (m, f"{m}_ci95")] + ALWAYS
+    expected = ["record"]
+    for m in with_ci:
+        expected += [m, f"{m}_ci95"]
+        # The fits' bound flags follow their fitted value (they have no interval).
+        expected += {"temperature_insample": ["temperature_insample_at_bound"],
+                     "dirichlet_concentration": ["dirichlet_concentration_at_bound"]}.get(m, [])
+    assert full == expected + ALWAYS

@@ -144,6 +144,10 @@ def test_warnings_low_mass_worse_than_uniform_and_one_dominant_option(caplog):
     assert "option_mass 0.300 < 0.5" in text
     assert "worse than the uniform distribution's 0.6931" in text
     assert "option A (FIRST) is the model's choice for 100% of documents" in text
+    # Every document prefers the option nobody chose: only T -> infinity (uniform) helps.
+    assert values["temperature_insample_at_bound"] is True
+    assert "in-sample temperature ran to its search bound" in text
+    assert abs(values["calibrated_xentropy_insample"] - 0.6931) < 1e-3
     logged = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lm_eval.moral_ambiguity"]
     assert [r.getMessage() for r in logged] == values["warnings"]
 
