@@ -115,8 +115,13 @@ class _ChatAPI(LM):
         return [{"role": "user", "content": context}]
 
     def _map(self, fn, items: list, desc: str, disable: bool) -> list:
+        self.client.failure = None
         with ThreadPoolExecutor(max_workers=self.num_concurrent) as pool:
-            return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, disable=disable))
+            try:
+                return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, disable=disable))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     # -- multiple choice
     def loglikelihood(self, requests, disable_tqdm: bool = False):

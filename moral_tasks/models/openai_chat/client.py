@@ -106,6 +106,7 @@ class ChatClient:
         self.served_models: set[str] = set()
         self.live_requests = 0
         self.cached_responses = 0
+        self.failure: APIModelError | None = None
 
     @property
     def identity(self) -> str | None:
@@ -113,7 +114,18 @@ class ChatClient:
         return self._identity
 
     def create(self, payload: dict, check: Check) -> dict:
+        if self.failure is not None:  # another worker has failed: stop asking
+            raise self.failure
+        try:
+            return self._create(payload, check)
+        except APIModelError as exc:
+            self.failure = self.failure or exc
+            raise
+
+    def _create(self, payload: dict, check: Check) -> dict:
         with self._probe:
+            if self.failure is not None:
+                raise self.failure
             if self._identity is None:
                 body = self._live(payload, check)
                 served = body.get("model")
