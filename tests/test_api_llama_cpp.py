@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from lm_eval.api.instance import Instance
 
-from conftest import BIN, offline_env, read_results, run
 from llama_server import MODEL_ALIAS, llama_server  # noqa: F401  (fixture)
 from moral_tasks.data import SAMPLE_DIR
 from moral_tasks.models.openai_chat import APIModelError, OpenAIChatLogprobs, OpenAIChatSampling
@@ -30,27 +29,37 @@ def q_by_id(samples: list[dict]) -> dict:
     return {s["doc"]["id"]: (s.get("record") or s["xentropy"])["q"] for s in samples}
 
 
-def test_chat_logprobs_match_the_hf_backend(llama_server, tiny_model, tmp_path):  # noqa: F811
-    meta = ["--metadata", json.dumps({"data_dir": str(SAMPLE_DIR)}), "--limit", "8", "--log_samples",
-            "--apply_chat_template", "--system_instruction", "Answer as the crowd would."]
+@pytest.fixture(scope="module")
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
+                       metadata={"data_dir": str(SAMPLE_DIR), "bootstrap_resamples": 0})
+
+
+def test_chat_logprobs_match_the_hf_backend(llama_server, tiny_model, task_manager, tmp_path):  # noqa: F811
+    import lm_eval
+
+    common = dict(tasks=["moral_dilemmas"], task_manager=task_manager, limit=8, bootstrap_iters=0, log_samples=True,
+                  apply_chat_template=True, system_instruction="Answer as the crowd would.")
     # The random tiny model ranks A and B far outside the top 20, so ask for the whole vocabulary
     # (llama.cpp allows it; OpenAI caps top_logprobs at 20 and the readout then imputes). The HF
     # backend scores the exact letter token only, so whitespace variants (" A") are not merged here.
-    args = f"model=tiny,base_url={llama_server},top_logprobs=2048,merge_whitespace=false,cache_dir={tmp_path / 'cache'}"
-    run([BIN / "lm_eval", "--model", "openai-chat-logprobs", "--tasks", "moral_dilemmas", "--output_path", tmp_path / "api",
-         "--model_args", args, *meta],
-        cwd=tmp_path, env=offline_env(OPENAI_API_KEY="unused-by-llama-cpp"))
-    run([BIN / "lm_eval", "--model", "hf", "--model_args", f"pretrained={tiny_model},dtype=float32",
-         "--tasks", "moral_dilemmas", "--output_path", tmp_path / "hf", "--device", "cpu", *meta], cwd=tmp_path)
-    api_results, api = read_results(tmp_path / "api")
-    hf_results, hf = read_results(tmp_path / "hf")
-    q_api, q_hf = q_by_id(api["moral_dilemmas"]), q_by_id(hf["moral_dilemmas"])
+    api = lm_eval.simple_evaluate(model="openai-chat-logprobs", model_args={
+        "model": MODEL_ALIAS, "base_url": llama_server, "top_logprobs": 2048, "merge_whitespace": False,
+        "cache_dir": str(tmp_path / "cache")}, **common)
+    hf = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(tiny_model), "dtype": "float32"},
+                                 device="cpu", **common)
+    q_api, q_hf = q_by_id(api["samples"]["moral_dilemmas"]), q_by_id(hf["samples"]["moral_dilemmas"])
     assert set(q_api) == set(q_hf) and len(q_api) == 8
     diffs = [np.abs(np.array(q_api[k]) - np.array(q_hf[k])).max() for k in q_api]
     assert max(diffs) < TOL, diffs
-    a, b = api_results["results"]["moral_dilemmas"], hf_results["results"]["moral_dilemmas"]
+    a, b = api["results"]["moral_dilemmas"], hf["results"]["moral_dilemmas"]
     assert a["xentropy,none"] == pytest.approx(b["xentropy,none"], abs=TOL)
-    assert api_results["config"]["api"]["served_models"] == [MODEL_ALIAS]
+    assert api["config"]["api"]["served_models"] == [MODEL_ALIAS]
+    assert api["config"]["api"]["readout"]["moral_dilemmas"] == {"documents": 8}  # all read, nothing imputed
 
 
 def test_greedy_generation_through_the_client_is_the_servers_greedy_text(llama_server, tiny_model, tmp_path):  # noqa: F811

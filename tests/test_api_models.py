@@ -158,6 +158,17 @@ def test_gives_up_after_retries(stub, tmp_path):
     assert len(stub.requests) == 3
 
 
+def test_no_server_gives_up_after_the_sdks_retries(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    lm = OpenAIChatLogprobs(model="gpt-4o", base_url=url, cache_dir=str(tmp_path / "cache"), max_retries=1)
+    with pytest.raises(APIModelError, match=r"/chat/completions: no answer after 2 attempts \(APIConnectionError"):
+        lm.loglikelihood(mc_requests(["q"]))
+
+
 def test_key_in_model_args_is_refused(stub, tmp_path):
     with pytest.raises(APIModelError, match="do not pass api_key"):
         make(OpenAIChatLogprobs, stub, tmp_path, api_key=SECRET)

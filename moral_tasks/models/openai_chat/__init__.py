@@ -274,7 +274,8 @@ class OpenAIChatLogprobs(_ChatAPI):
             if account.get("documents_with_missing_options"):
                 log.warning("%s: %s: options missing from the top-%d on %d of %d documents; they share what the "
                             "top-k leaves (total imputed mass %.4g, at most %.4g per document; %d option(s) got "
-                            "probability 0 because the top-k already sums to 1)", self.model, task,
+                            "probability 0 because the top-k already sums to 1, which makes log-q metrics such as "
+                            "xentropy infinite where humans voted for them)", self.model, task,
                             self.top_logprobs, account["documents_with_missing_options"], account["documents"],
                             account["imputed_mass_total"], account["imputed_mass_max"],
                             account.get("options_with_nothing_left", 0))
