@@ -122,7 +122,11 @@ def test_topk_summing_to_one_gives_missing_options_nothing_and_counts_them(task_
 def test_topk_with_mass_left_shares_it_and_never_exceeds_it(task_manager, stub, tmp_path):
     # 0.6 + 0.2 + 0.1 leave 0.1 for C, D, E: 1/30 each (below the smallest top-k probability, 0.1).
     stub.set([(200, logprobs_body({"A": 0.6, "B": 0.2, "x": 0.1}))])
-    out = evaluate(task_manager, stub, tmp_path, task="moral_anecdotes", limit=2)
+    out = evaluate(task_manager, stub, tmp_path, task="moral_anecdotes", limit=2,
+                   readout_path=str(tmp_path / "readout.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "readout.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["missing"] == ["C", "D", "E"]
+    assert lines[0]["imputed_mass"] == pytest.approx(0.1) and lines[0]["topk_mass"] == pytest.approx(0.9)
     for q in q_of(out, "moral_anecdotes"):
         assert q == pytest.approx([0.6 / 0.9, 0.2 / 0.9] + [(0.1 / 3) / 0.9] * 3)
     account = out["config"]["api"]["readout"]["moral_anecdotes"]

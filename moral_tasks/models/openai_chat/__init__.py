@@ -71,7 +71,8 @@ class _ChatAPI(LM):
     def __init__(self, model: str, base_url: str = OPENAI_BASE_URL, api_key_env: str = "OPENAI_API_KEY",
                  num_concurrent: int = 4, max_retries: int = 6, timeout: float = 60.0, backoff: float = 0.5,
                  cache_dir: str | None = None, revision: str | None = None, no_readout: str = "skip",
-                 max_gen_toks: int = 256, batch_size=1, max_batch_size=None, device=None, **kwargs):
+                 max_gen_toks: int = 256, readout_path: str | None = None, batch_size=1, max_batch_size=None,
+                 device=None, **kwargs):
         super().__init__()
         install_excepthook()
         if "api_key" in kwargs:
@@ -87,6 +88,7 @@ class _ChatAPI(LM):
         self.no_readout = no_readout
         self.num_concurrent = int(num_concurrent)
         self.max_gen_toks = int(max_gen_toks)
+        self.readout_path = readout_path
         self.client = ChatClient(model, base_url, api_key_env, timeout=float(timeout), max_retries=int(max_retries),
                                  backoff=float(backoff), cache_dir=cache_dir or default_cache_dir(),
                                  revision=None if revision is None else str(revision))
@@ -136,6 +138,12 @@ class _ChatAPI(LM):
         asked = list(questions.values())
         outcomes = self._map(lambda q: self.read(q.context, q.options), asked, type(self).__name__, disable_tqdm)
         results: list = [None] * len(requests)
+        if self.readout_path:
+            # One line per question: what was read, before any choice about missing readouts.
+            with open(self.readout_path, "a", encoding="utf-8") as fh:
+                for q, outcome in zip(asked, outcomes):
+                    fh.write(json.dumps({"task": q.task, "doc": q.doc, "options": q.options,
+                                         **self.describe(outcome)}) + "\n")
         for q, outcome in zip(asked, outcomes):
             account = self.accounts[q.task]
             account["documents"] += 1
@@ -166,6 +174,10 @@ class _ChatAPI(LM):
 
     def account(self, account: dict, question: _Question, outcome) -> dict[str, float] | None:
         """Count what matters about one document's outcome; its option log-likelihoods, or None (no readout)."""
+        raise NotImplementedError
+
+    def describe(self, outcome) -> dict:
+        """The outcome of one question as written to ``readout_path``."""
         raise NotImplementedError
 
     def finish(self) -> None:
@@ -256,6 +268,12 @@ class OpenAIChatLogprobs(_ChatAPI):
         top = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
         return read_top_logprobs(top, options, self.merge_whitespace)
 
+    def describe(self, outcome: TopKReadout) -> dict:
+        # -inf (nothing left for a missing option) is written as null: JSON has no infinity.
+        return {"loglik": {o: lp if math.isfinite(lp) else None for o, lp in outcome.loglik.items()},
+                "missing": list(outcome.missing), "topk_mass": outcome.topk_mass,
+                "imputed_mass": outcome.imputed_mass}
+
     def account(self, account: dict, question: _Question, outcome: TopKReadout) -> dict[str, float] | None:
         if not outcome.has_readout:
             return None
@@ -300,6 +318,9 @@ class OpenAIChatSampling(_ChatAPI):
                        "temperature": 1.0, "seed": sample}
             replies.append(self.client.create(payload, check_message)["choices"][0]["message"]["content"])
         return tally(replies, options)
+
+    def describe(self, outcome: Tally) -> dict:
+        return {"counts": outcome.counts, "unparsed": outcome.unparsed}
 
     def account(self, account: dict, question: _Question, outcome: Tally) -> dict[str, float] | None:
         account["replies"] += outcome.replies
