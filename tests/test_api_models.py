@@ -88,6 +88,14 @@ def test_parse_answer_is_strict(reply, answer):
     assert parse_answer(reply, ["A", "B"]) == answer
 
 
+@given(st.text(alphabet="AB ab.:()*\nThe answer is", max_size=24))
+def test_parse_answer_favours_no_position_and_never_answers_with_two_letters(reply):
+    answer = parse_answer(reply, ["A", "B"])
+    assert answer == parse_answer(reply, ["B", "A"])  # the order options are listed in plays no part
+    swapped = parse_answer(reply.translate(str.maketrans("AB", "BA")), ["A", "B"])
+    assert swapped == {"A": "B", "B": "A", None: None}[answer]  # nor does which letter it is
+
+
 def test_tally_and_smoothing_hand_worked():
     t = tally(["A", "B.", "Answer: A", "A: B.", "I cannot answer that", "(A)"], ["A", "B"])
     assert t.counts == [3, 1] and t.unparsed == 2 and t.parse_rate == pytest.approx(4 / 6)
