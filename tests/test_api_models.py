@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lm_eval.api.instance import Instance
 
-from api_stub import RECORDED, SECRET, Stub, logprobs_body, message_body
+from api_stub import RECORDED, SECRET, Stub, message_body
 from conftest import BIN, offline_env, read_results, run
 from moral_tasks.answers import NoReadout, is_no_readout, modal_shares, parse_answer, tally, vote_distribution
 from moral_tasks.data import SAMPLE_DIR
