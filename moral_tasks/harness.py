@@ -243,6 +243,10 @@ def agg_dirichlet_concentration_at_bound(doc_ids: list) -> Any:
     """True when the Dirichlet concentration fit ran to its search bound."""
     return corpus_value("dirichlet_concentration_at_bound", doc_ids)
 
+def agg_no_readout(doc_ids: list) -> Any:
+    """Documents the model gave no distribution for (left out of every metric), with the reasons."""
+    return corpus_value("no_readout", doc_ids)
+
 def agg_option_mass(doc_ids: list) -> Any:
     """Mean over documents of the total next-token probability on the options' scored strings (before renormalising)."""
     return corpus_value("option_mass", doc_ids)

@@ -65,6 +65,7 @@ class Record:
     human_counts: list[int] | None = None
     variant_mass: float | None = None
     orders: dict[str, list[float]] | None = None
+    no_readout: str | None = None
     format: str = field(default=RECORD_FORMAT)
 
     def to_json(self) -> dict:
@@ -86,6 +87,8 @@ class Record:
         if missing:
             raise RecordFormatError(f"{where}: record lacks {', '.join(missing)}")
         record = cls(**{k: v for k, v in obj.items() if k in names})
+        if record.no_readout is not None:
+            return record
         k = len(record.labels)
         for name in ("option_loglik", "q", "counts"):
             value = getattr(record, name)

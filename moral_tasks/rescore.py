@@ -68,11 +68,15 @@ def dev_calibration(records: list[Record], dev_records: list[Record], dev_path: 
     if shared:
         raise RescoreError(f"{dev_path}: the dev run shares {len(shared)} document(s) with the evaluated run "
                            f"(e.g. {sorted(shared)[0]}): fit the temperature on a different split")
-    records = sorted(records, key=lambda r: r.doc_id)
-    t = M.fit_temperature(*_logq_counts(dev_records))
+    # Documents without a readout are counted by score_records; they have no q to calibrate.
+    records = sorted((r for r in records if r.no_readout is None), key=lambda r: r.doc_id)
+    dev_records = [r for r in dev_records if r.no_readout is None]
     logq, counts = _logq_counts(records)
+    fit = M.dev_calibration(*_logq_counts(dev_records), logq, counts)
+    t = fit["temperature"]
     calibrated = M.log_normalize(logq / t)
-    out = {"calibrated_xentropy": M.xentropy(calibrated, counts), "temperature": t,
+    out = {"calibrated_xentropy": fit["calibrated_xentropy"], "temperature": t,
+           "temperature_at_bound": fit["temperature_at_bound"],
            "temperature_fitted_on": {"samples": str(dev_path), "data_source": dev_records[0].scoring.get("data_source"),
                                      "documents": len(dev_records)}}
     scoring = records[0].scoring

@@ -15,6 +15,7 @@ number of processes, the batch size or the order of requests.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,7 +66,10 @@ def read_out(task: str, doc_id: str, labels: Sequence[str], orders: Sequence[tup
     readout = logsumexp(logliks, axis=1) if merge_variants else logliks[:, 0]
     # A variant may have probability 0 (log -inf: e.g. a classifier has no surface variants),
     # but NaN, +inf or an option without any probability leaves no distribution to score.
-    if np.isnan(logliks).any() or (logliks == np.inf).any() or not np.isfinite(readout).all():
+    # An option may have probability 0 too (an API's top-k that already holds all the mass), as
+    # long as some option has probability: then q exists, and xentropy is honestly infinite
+    # wherever people voted for the impossible option.
+    if np.isnan(logliks).any() or (logliks == np.inf).any() or not np.isfinite(readout).any(axis=-1).all():
         raise CorpusError(f"{task} document {doc_id}: the model returned a non-finite log-likelihood {logliks.tolist()}")
     by_order = {}
     for (name, perm), ll in zip(orders, readout):
@@ -109,6 +113,10 @@ def canonical(records: Sequence[Record]) -> list[Record]:
 def score_records(records: Sequence[Record]) -> dict[str, Any]:
     """Every number lm-eval reports for these records (any order: they are sorted by document id first)."""
     records = canonical(records)
+    no_readout = Counter(r.no_readout for r in records if r.no_readout is not None)
+    records = [r for r in records if r.no_readout is None]
+    if not records:
+        raise CorpusError(f"no document has a readout ({dict(no_readout)}): nothing to score")
     scoring = records[0].scoring
     resamples, seed = scoring["bootstrap_resamples"], scoring["bootstrap_seed"]
     logq = np.log(np.array([r.q for r in records], dtype=np.float64))
@@ -144,6 +152,7 @@ def score_records(records: Sequence[Record]) -> dict[str, Any]:
     values["data_source"] = scoring.get("data_source")
     values["record_format"] = RECORD_FORMAT
     values["documents"] = n
+    values["no_readout"] = {"documents": sum(no_readout.values()), "reasons": dict(no_readout)}
     values["warnings"] = diagnostics(records[0].task, values, np.argmax(logq, -1), records[0].labels)
     return values
 
@@ -208,6 +217,10 @@ _METRIC_FUNCTIONS = {"xentropy": M.xentropy, "acc": M.accuracy, "f1_macro": M.f1
 def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[str]) -> list[str]:
     """Readouts a reader must not trust without a second look (the lm-eval aggregation and rescore log them)."""
     out = []
+    skipped = values["no_readout"]["documents"]
+    if skipped:
+        out.append(f"{task}: {skipped} document(s) had no readout and are left out of every metric "
+                   f"({values['no_readout']['reasons']})")
     if values["option_mass"] < LOW_OPTION_MASS:
         out.append(f"{task}: option_mass {values['option_mass']:.3f} < {LOW_OPTION_MASS}: the model puts most of its "
                    "next-token probability outside the answer options, so q is a renormalised remainder "

@@ -23,7 +23,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from .dataset import DEFAULT_SPLIT, PRIOR_SPLIT, build_documents, train_prior
-from .records import RECORD_KEY
+from .answers import is_no_readout
+from .records import RECORD_KEY, Record
 from .metrics import core as M
 from .metrics import intervals
 from .prompts import PROMPT_VERSION, get_task, option_variants
@@ -128,6 +129,14 @@ class MoralTask(ConfigurableTask):
     def process_results(self, doc: dict, results: list) -> dict:
         orders = self.spec.presentation_orders
         k = len(self.spec.labels)
+        missing = next((r[0] for r in results if is_no_readout(r)), None)
+        if missing is not None:
+            # The model type could not read this document (see moral_tasks.answers.NoReadout):
+            # it is counted, never scored with a made-up distribution.
+            record = Record(task=self.config.task, doc_id=doc["id"], labels=list(self.spec.labels), option_loglik=[],
+                            q=[], option_mass=0.0, counts=doc["counts"], scoring=self.scoring,
+                            human_counts=doc["human_counts"], no_readout=missing.reason)
+            return {RECORD_KEY: record.to_json(), **{name: doc["id"] for name in self._reported}}
         logliks = np.array([float(r[0]) for r in results]).reshape(len(orders), -1, k)
         record = read_out(self.config.task, doc["id"], self.spec.labels, orders, logliks, doc["counts"],
                           doc["human_counts"], self.scoring, merge_variants=self.scoring["merge_variants"])

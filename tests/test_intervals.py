@@ -161,7 +161,7 @@ def _metric_list(name):
 
 HEADLINE = ["xentropy", "dirichlet_nll", "acc", "f1_macro", "ece", "tvd", "option_mass"]
 ALWAYS = ["variant_mass", "xentropy_uniform", "xentropy_prior", "order_effect", "order_effect_ci95", "agreement_low",
-          "agreement_mid", "agreement_high", "warnings", "data_source", "record_format"]
+          "agreement_mid", "agreement_high", "no_readout", "warnings", "data_source", "record_format"]
 
 
 @pytest.mark.parametrize("template", ["_default_template_yaml", "_full_template_yaml"])

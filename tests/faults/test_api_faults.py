@@ -171,14 +171,15 @@ def test_no_option_in_topk_is_returned_as_no_readout_and_counted(stub, tmp_path,
     assert "1 of 2 documents have no readout (no option letter among the top-20 tokens), left out" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="the harness's process_results must recognise NoReadout "
-                                       "(moral_tasks.answers.is_no_readout) and leave the document out")
 def test_no_option_in_topk_leaves_the_document_out_of_the_metrics(task_manager, stub, tmp_path, second_prompt):
     stub.set([(200, no_option_for_second_dilemma)])
     out = evaluate(task_manager, stub, tmp_path, limit=3)
     assert len(out["samples"]["moral_dilemmas"]) == 3
     assert out["config"]["api"]["readout"]["moral_dilemmas"]["no_readout"] == 1
     assert math.isfinite(out["results"]["moral_dilemmas"]["xentropy,none"])
+    row = out["results"]["moral_dilemmas"]
+    assert row["record,none"] == 2 and row["no_readout,none"]["documents"] == 1
+    assert any("had no readout and are left out" in w for w in row["warnings,none"])
 
 
 def test_no_option_in_topk_with_no_readout_uniform_is_imputed_and_counted(task_manager, stub, tmp_path,

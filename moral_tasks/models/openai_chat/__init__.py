@@ -34,6 +34,7 @@ from lm_eval.api.model import LM
 from tqdm.auto import tqdm
 
 from moral_tasks.answers import NoReadout, Tally, modal_shares, tally, vote_distribution
+from moral_tasks.prompts import LM_EVAL_TASKS, get_task, request_layout
 
 from .client import OPENAI_BASE_URL, ChatClient, check_message, check_top_logprobs, default_cache_dir
 from .errors import APIModelError, install_excepthook
@@ -47,6 +48,13 @@ NO_READOUT_POLICIES = ("skip", "uniform")
 # The OpenAI API accepts at most 4 stop sequences; the rest are applied to the reply here.
 MAX_STOP = 4
 LISTED_DOCS = 20  # documents named in the results per task and kind of problem
+
+
+def _variant(req) -> int:
+    """0 for the string lm-eval scores, > 0 for another surface variant of an option (our tasks only)."""
+    if req.task_name not in LM_EVAL_TASKS:
+        return 0
+    return request_layout(get_task(req.task_name), req.idx)[1]
 
 
 def _flag(value: Any) -> bool:
@@ -128,16 +136,23 @@ class _ChatAPI(LM):
     # -- multiple choice
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         questions: dict[tuple, _Question] = {}
+        results: list = [None] * len(requests)
         for i, req in enumerate(requests):
             context, continuation = req.args
+            if _variant(req) and not self.reads_variants:
+                # Our tasks also ask for each option's other surface variant (" A" next to "A").
+                # This readout has already merged it into the option (or cannot tell variants
+                # apart): it adds no probability of its own, so variant_mass stays honest at 0.
+                results[i] = (-math.inf, False)
+                self.cache_hook.add_partial("loglikelihood", req.args, results[i])
+                continue
             doc = req.doc if isinstance(req.doc, dict) else {}
-            name = str(doc.get("id", req.doc_id)) + (f"/{doc['order']}" if "order" in doc else "")
+            name = str(doc.get("id", req.doc_id))
             q = questions.setdefault((req.task_name, name, context), _Question(str(req.task_name), name, context, [], []))
-            q.options.append(continuation.strip())
+            q.options.append(continuation if self.reads_variants else continuation.strip())
             q.indices.append(i)
         asked = list(questions.values())
         outcomes = self._map(lambda q: self.read(q.context, q.options), asked, type(self).__name__, disable_tqdm)
-        results: list = [None] * len(requests)
         if self.readout_path:
             # One line per question: what was read, before any choice about missing readouts.
             with open(self.readout_path, "a", encoding="utf-8") as fh:
@@ -168,6 +183,8 @@ class _ChatAPI(LM):
         return results
 
     no_readout_reason = "no readout"
+    # Whether each surface variant of an option is read on its own (else only the scored string).
+    reads_variants = False
 
     def read(self, context: str, options: list[str]):
         raise NotImplementedError
@@ -259,6 +276,7 @@ class OpenAIChatLogprobs(_ChatAPI):
         super().__init__(*args, **kwargs)
         self.top_logprobs = int(top_logprobs)
         self.merge_whitespace = _flag(merge_whitespace)
+        self.reads_variants = not self.merge_whitespace
         self.no_readout_reason = f"no option letter among the top-{self.top_logprobs} tokens"
 
     def read(self, context: str, options: list[str]) -> TopKReadout:
