@@ -21,9 +21,14 @@ NEEDS_HARNESS = pytest.mark.xfail(strict=False, reason="needs harness merge (opt
                                                       "one debiased record per dilemma)")
 
 
-def option_logliks(sample: dict) -> np.ndarray:
-    """The options' log-likelihoods as lm-eval itself logged them (independent of our records)."""
-    return np.array([r[0] if isinstance(r, (list, tuple)) else r for r in sample["filtered_resps"]], dtype=float)
+def option_logliks(sample: dict, task: str) -> np.ndarray:
+    """The options' log-likelihoods as lm-eval itself logged them (independent of our records).
+
+    A plain task's first K requests are the options as lm-eval scores them; the harness may
+    add requests for other surface variants after them (prompts.request_layout).
+    """
+    k = len(SPECS[task].labels)
+    return np.array([r[0] if isinstance(r, (list, tuple)) else r for r in sample["filtered_resps"][:k]], dtype=float)
 
 
 def softmax(loglik: np.ndarray) -> np.ndarray:
@@ -80,8 +85,8 @@ def test_hf_and_llama_cpp_agree_on_the_same_weights(smollm2, smollm2_run, tmp_pa
         stop()
     worst = {}
     for task in ("moral_dilemmas", "moral_anecdotes"):
-        api = {s["doc"]["id"]: softmax(option_logliks(s)) for s in out["samples"][task]}
-        hf = {s["doc"]["id"]: softmax(option_logliks(s)) for s in smollm2_run.samples[task]}
+        api = {s["doc"]["id"]: softmax(option_logliks(s, task)) for s in out["samples"][task]}
+        hf = {s["doc"]["id"]: softmax(option_logliks(s, task)) for s in smollm2_run.samples[task]}
         assert set(api) == set(hf) and len(api) == LIMIT
         worst[task] = max(float(np.abs(api[k] - hf[k]).max()) for k in api)
     assert max(worst.values()) < tol, worst
@@ -90,7 +95,7 @@ def test_hf_and_llama_cpp_agree_on_the_same_weights(smollm2, smollm2_run, tmp_pa
 @NEEDS_HARNESS
 def test_option_mass_is_the_mean_total_probability_on_the_options(smollm2_run):  # noqa: F811
     for task in ("moral_dilemmas", "moral_anecdotes"):
-        expected = np.mean([np.exp(option_logliks(s)).sum() for s in smollm2_run.samples[task]])
+        expected = np.mean([np.exp(option_logliks(s, task)).sum() for s in smollm2_run.samples[task]])
         assert smollm2_run.results["results"][task]["option_mass,none"] == pytest.approx(expected, abs=1e-6)
     assert 0 < smollm2_run.results["results"]["moral_dilemmas_debiased"]["option_mass,none"] <= 1
 
