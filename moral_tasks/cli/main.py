@@ -1,4 +1,4 @@
-"""``moral-ambiguity`` console script: eval, data, demo, make-tiny-model, fetch-model."""
+"""``moral-ambiguity`` console script: eval, data, demo, make-tiny-model."""
 
 from __future__ import annotations
 
