@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from pathlib import Path
 
 TASKS_DIR = Path(__file__).parent / "tasks"
@@ -78,7 +79,11 @@ def install_model_identity(huggingface_module=None) -> None:
         from .model_identity import hf_identity
 
         info = original(self)
-        info["model_identity"] = hf_identity(self)
+        try:
+            info["model_identity"] = hf_identity(self)
+        except Exception as exc:  # called after every document is scored: never lose the run over it
+            logging.getLogger(__name__).warning("moral-ambiguity: could not record the model identity: %r", exc)
+            info["model_identity"] = {"error": repr(exc)}
         return info
 
     cls.get_model_info = get_model_info

@@ -115,3 +115,11 @@ def test_training_state_files_are_not_weights(tmp_path, hash_cache):
     for name in ("adapter_model.safetensors", "training_args.bin", "optimizer.pt"):
         (tmp_path / name).write_bytes(name.encode())
     assert list(weight_hashes(tmp_path)) == ["adapter_model.safetensors"]
+
+
+def test_unwritable_hash_cache_still_reports_the_hashes(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MORAL_AMBIGUITY_CACHE", str(blocker / "cache"))  # below a file: cannot be created
+    (tmp_path / "model.safetensors").write_bytes(b"w")
+    assert weight_hashes(tmp_path) == {"model.safetensors": hashlib.sha256(b"w").hexdigest()}
