@@ -4,8 +4,9 @@ lm-eval 0.4.13 has no plugin discovery, so ``lm_eval --tasks moral_dilemmas``
 would not find our tasks, nor ``--model hf-encoder-classifier`` our model
 types. This hook waits, at no cost, for ``lm_eval.tasks.manager`` and
 ``lm_eval.api.registry`` to be imported, then adds our task folder to every
-``TaskManager``'s include path and registers our model types (see
-:mod:`moral_tasks.lm_eval_plugin`).
+``TaskManager``'s include path and registers our model types; once
+``lm_eval.models.huggingface`` is imported, it adds the model identity to
+``--model hf`` results (see :mod:`moral_tasks.lm_eval_plugin`).
 
 Rules it keeps: it imports nothing heavy (only ``sys`` and ``importlib``), it
 does nothing until lm-eval is imported, any failure turns into a warning, and
@@ -17,7 +18,8 @@ import importlib.abc
 import sys
 
 # module -> the function of moral_tasks.lm_eval_plugin to call once it has run
-_TARGETS = {"lm_eval.tasks.manager": "install", "lm_eval.api.registry": "install_models"}
+_TARGETS = {"lm_eval.tasks.manager": "install", "lm_eval.api.registry": "install_models",
+            "lm_eval.models.huggingface": "install_model_identity"}
 
 
 class _PatchingLoader(importlib.abc.Loader):

@@ -1,14 +1,16 @@
 """Make lm-eval see our tasks and model types without ``--include_path`` or imports.
 
-Called by the startup hook once ``lm_eval.tasks.manager`` (tasks) or
-``lm_eval.api.registry`` (model types) has been imported, and usable directly
-from Python (``install()``, ``install_models()``).
+Called by the startup hook once ``lm_eval.tasks.manager`` (tasks),
+``lm_eval.api.registry`` (model types) or ``lm_eval.models.huggingface``
+(model identity in results) has been imported, and usable directly from Python
+(``install()``, ``install_models()``, ``install_model_identity()``).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from pathlib import Path
 
 TASKS_DIR = Path(__file__).parent / "tasks"
@@ -56,3 +58,33 @@ def install_models(registry_module=None) -> None:
     for name, target in MODELS.items():
         if name not in registry_module.model_registry:
             registry_module.model_registry.register(name, target=target)
+
+
+def install_model_identity(huggingface_module=None) -> None:
+    """Add ``model_identity`` (see :mod:`moral_tasks.model_identity`) to every ``--model hf`` result.
+
+    lm-eval merges ``HFLM.get_model_info()`` into ``results["config"]``, so the
+    identity lands in the results JSON next to ``model_args``.
+    """
+    if huggingface_module is None:
+        import lm_eval.models.huggingface as huggingface_module
+
+    cls = huggingface_module.HFLM
+    if getattr(cls, "_moral_ambiguity_identity", False):
+        return
+    original = cls.get_model_info
+
+    @functools.wraps(original)
+    def get_model_info(self) -> dict:
+        from .model_identity import hf_identity
+
+        info = original(self)
+        try:
+            info["model_identity"] = hf_identity(self)
+        except Exception as exc:  # called after every document is scored: never lose the run over it
+            logging.getLogger(__name__).warning("moral-ambiguity: could not record the model identity: %r", exc)
+            info["model_identity"] = {"error": repr(exc)}
+        return info
+
+    cls.get_model_info = get_model_info
+    cls._moral_ambiguity_identity = True

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import fetch_model
+
 TASK_GROUP = "moral_ambiguity"
 # Commands that live in other packages of this distribution (or a third party's), found through
 # entry points so that the scoring core never imports the trainers: {name: extra that provides it}.
@@ -205,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("best", add_help=False, help="BEST oracle ceiling of vote counts (JSON); see best --help")
     sub.add_parser("losses", help="list the available losses (built-in and installed plugins)")
 
+    fetch_model.add_parser(sub)
+
     demo = sub.add_parser("demo", help="run the three tasks on the bundled sample with a tiny local model, offline")
     demo.add_argument("--model", help="model folder (default: a fresh tiny random Llama)")
     demo.add_argument("--output-path", help="also write lm-eval results (and samples) here")
@@ -267,12 +271,14 @@ def _main(argv: list[str] | None) -> int:
             return _cmd_make_tiny_model(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "fetch-model":
+            return fetch_model.run(args)
         if args.command == "losses":
             from loss_plugins import list_losses
 
             print("\n".join(list_losses()))
             return 0
-    except (DataError, FetchError) as exc:
+    except (DataError, FetchError, fetch_model.FetchModelError) as exc:
         print(f"moral-ambiguity: error: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")
