@@ -141,6 +141,116 @@ def _both_nan(a, b) -> bool:
     return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
 
 
+# ---------------------------------------------------------------- DDP training
+
+def train_argv(model, out, data_dir, steps: int, eval_steps: int, limit_eval: int) -> list[str]:
+    """``moral-ambiguity train`` arguments of the DDP test: the one place that spells the trainer's flags."""
+    return ["train", "--model", str(model), "--task", "moral_dilemmas", "--loss", "soft_cross_entropy",
+            "--output", str(out), "--data-dir", str(data_dir), "--batch-size", "4", "--seed", "0",
+            "--max-steps", str(steps), "--eval-steps", str(eval_steps), "--lr", "3e-3",
+            "--eval-split", "dev", "--limit-eval", str(limit_eval)]
+
+
+def train_worker(write_log: str, argv: list[str]) -> None:
+    """Run ``moral-ambiguity train`` and log, per rank, every file this process writes.
+
+    An audit hook sees every ``open`` made from Python (JSON configs, the card, the tokenizer's
+    config); ``torch.save`` and safetensors write from C++ and Rust, so those two functions are
+    wrapped to log their paths (before the libraries that call them are imported).
+    """
+    import safetensors.torch
+    import torch
+
+    rank = os.environ.get("RANK", "0")
+    writes: list[str] = []
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+
+    def hook(event, args):
+        if event == "open" and isinstance(args[0], (str, os.PathLike)):
+            mode, flags = args[1], args[2]
+            if (mode is not None and any(c in mode for c in "wax+")) or (mode is None and flags & write_flags):
+                writes.append(os.fspath(args[0]))
+
+    def logged(save, path_arg: int):
+        def wrapper(*args, **kwargs):
+            path = args[path_arg] if len(args) > path_arg else kwargs.get("f", kwargs.get("filename"))
+            if isinstance(path, (str, os.PathLike)):
+                writes.append(os.fspath(path))
+            return save(*args, **kwargs)
+        return wrapper
+
+    torch.save = logged(torch.save, 1)
+    safetensors.torch.save_file = logged(safetensors.torch.save_file, 1)
+    sys.addaudithook(hook)
+    from moral_tasks.cli.main import main as cli
+
+    code = cli(argv)
+    Path(f"{write_log}.rank{rank}").write_text(json.dumps(writes))
+    sys.exit(code)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_model, tmp_path_factory):
+    from moral_tasks.data import SAMPLE_DIR
+
+    root = tmp_path_factory.mktemp("ddp")
+    out, log = root / "adapter", root / "writes"
+    # 13 dev documents over 2 ranks x batch 4: the last evaluation batch is padded, and
+    # gather_for_metrics must drop the duplicates.
+    argv = train_argv(tiny_model, out, SAMPLE_DIR, steps=4, eval_steps=4, limit_eval=13)
+    run(launch(2, "train", "--write-log", log, "--", *argv), cwd=root, env=multiprocess_env(), timeout=300)
+    writes = {rank: [Path(p).resolve() for p in json.loads((root / f"writes.rank{rank}").read_text())]
+              for rank in (0, 1)}
+    return out, writes
+
+
+@pytest.mark.slow
+def test_ddp_training_writes_one_adapter_from_rank_zero_only(ddp_run):
+    from moral_tasks.cards import CARD_NAME
+
+    out, writes = ddp_run
+    card = json.loads((out / CARD_NAME).read_text())
+    assert card["steps"] == 4
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["adapter_model.safetensors"]
+    mine = {rank: [p.relative_to(out) for p in paths if p.is_relative_to(out.resolve())] for rank, paths in writes.items()}
+    top = {rank: [str(p) for p in paths if len(p.parts) == 1] for rank, paths in mine.items()}
+    # Rank 0 writes the adapter, the tokenizer and the card of the output folder, each once.
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json", CARD_NAME):
+        assert top[0].count(name) == 1, (name, top[0])
+    # Rank 1 writes nothing there but its own random-number state in each checkpoint (transformers
+    # saves one rng_state_<rank>.pth per process, so that a resumed run draws what this one would have).
+    others = [str(p) for p in mine[1] if not (p.parts[0].startswith("checkpoint-") and p.name == "rng_state_1.pth")]
+    assert others == [], f"rank 1 wrote {others}"
+    assert any(p.name == "rng_state_1.pth" for p in mine[1]), "rank 1 took no part in checkpointing"
+
+
+@pytest.mark.slow
+def test_ddp_adapter_loads_in_lm_eval_with_the_card_dev_metrics(ddp_run, tiny_model):
+    """The adapter loads with ``peft=``; lm_eval's dev metrics are the card's (gathered from 2 ranks)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from moral_tasks.cards import CARD_NAME
+    from moral_tasks.data import SAMPLE_DIR
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+    from moral_tasks.metrics import METRIC_NAMES
+
+    out, _ = ddp_run
+    card = json.loads((out / CARD_NAME).read_text())
+    tm = TaskManager(include_defaults=False, include_path=str(TASKS_DIR),
+                     metadata={"data_dir": str(SAMPLE_DIR), "split": "dev", "bootstrap_resamples": 0, "best_samples": 1})
+    res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(tiny_model), "peft": str(out),
+                                                          "dtype": "float32"},
+                                  tasks=["moral_dilemmas"], task_manager=tm, limit=13, bootstrap_iters=0,
+                                  batch_size=4, device="cpu", log_samples=False)
+    row = res["results"]["moral_dilemmas"]
+    assert res["n-samples"]["moral_dilemmas"]["effective"] == 13
+    shared = [name for name in METRIC_NAMES if name in card["final_dev_metrics"]]
+    assert {"xentropy", "acc", "jsd"} <= set(shared)
+    for name in shared:
+        assert card["final_dev_metrics"][name] == pytest.approx(row[f"{name},none"], rel=1e-4, abs=1e-5), name
+
+
 # ---------------------------------------------------------------- script entry (the launched processes)
 
 def main(argv: list[str]) -> None:
@@ -149,9 +259,14 @@ def main(argv: list[str]) -> None:
     e = sub.add_parser("eval")
     e.add_argument("--model", required=True)
     e.add_argument("--out", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--write-log", required=True)
+    t.add_argument("argv", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.cmd == "eval":
         eval_worker(args.model, args.out)
+    else:
+        train_worker(args.write_log, args.argv[1:] if args.argv[:1] == ["--"] else args.argv)
 
 
 if __name__ == "__main__":
