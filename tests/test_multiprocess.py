@@ -1,8 +1,9 @@
 """Several processes give the numbers of one: data-parallel evaluation and DDP training, on CPU (gloo).
 
-Both tests start real processes with ``accelerate launch --multi_gpu --num_processes 2`` and
-``ACCELERATE_USE_CPU=1``: accelerate then starts two processes joined by a gloo process group,
-the CPU stand-in for one process per GPU. This file is also the script those processes run
+Both tests start real processes with ``ACCELERATE_USE_CPU=1 accelerate launch --config_file
+examples/accelerate/ddp_cpu.yaml`` (the documented recipe; the same as ``--multi_gpu --num_processes 2``):
+accelerate then starts two processes joined by a gloo process group, the CPU stand-in for one
+process per GPU. This file is also the script those processes run
 (``python tests/test_multiprocess.py eval ...``).
 """
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # conftest, also when run as the
 from conftest import BIN, offline_env, run  # noqa: E402
 
 HERE = Path(__file__).resolve()
+DDP_CPU_CONFIG = HERE.parent.parent / "examples" / "accelerate" / "ddp_cpu.yaml"
 # (tasks, --limit) pairs of the evaluation. An odd limit splits unevenly (4 + 3 documents), so
 # lm-eval pads the smaller rank; the debiased task's two presentation orders of a dilemma are
 # consecutive documents, so they land on different ranks.
@@ -30,11 +32,12 @@ LIMITS = {task: limit for tasks, limit in EVAL_RUNS for task in tasks}
 
 
 def launch(nproc: int, *args) -> list:
-    """The command that runs this file as ``nproc`` gloo processes (one process: plain python)."""
+    """The command that runs this file as 2 gloo processes (the example accelerate config), or as 1 process."""
     if nproc == 1:
         return [BIN / "python", HERE, *args]
-    return [BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), HERE, *args]
+    assert nproc == 2, "examples/accelerate/ddp_cpu.yaml starts 2 processes"
+    return [BIN / "accelerate", "launch", "--config_file", DDP_CPU_CONFIG, "--main_process_port", str(_free_port()),
+            HERE, *args]
 
 
 def _free_port() -> int:
