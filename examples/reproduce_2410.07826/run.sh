@@ -2,7 +2,7 @@
 # Reproduce the study of arXiv 2410.07826 with moral-ambiguity (see README.md in this folder).
 # Needs: the Hugging Face hub (Llama-3.1 is gated: accept its licence and `hf auth login`), GPUs
 # (one 40-80 GB GPU is enough for everything; GPUS=N trains with N-way DDP), OPENAI_API_KEY for
-# GPT-4o, and `pip install 'moral-ambiguity[train]'` (bitsandbytes only for QLORA=1).
+# GPT-4o, and `pip install moral-ambiguity` ('moral-ambiguity[qlora]' for QLORA=1).
 #
 #   bash examples/reproduce_2410.07826/run.sh            # all steps, resumable: rerun after a failure
 #   STEP=train bash examples/reproduce_2410.07826/run.sh # one step: data | train | encoders | board
