@@ -84,6 +84,15 @@ def eval_worker(model: str, out: str) -> None:
     # After HFLM: its Accelerator reads ACCELERATE_USE_CPU, a bare PartialState() would not.
     state = PartialState()
     assert (lm.rank, lm.world_size) == (state.process_index, int(os.environ.get("WORLD_SIZE", 1)))
+    scored: dict[str, set] = {}  # documents this process scored, per task
+    loglikelihood = lm.loglikelihood
+
+    def logged(requests, **kwargs):
+        for req in requests:
+            scored.setdefault(req.task_name, set()).add(req.doc_id)
+        return loglikelihood(requests, **kwargs)
+
+    lm.loglikelihood = logged
     tm = TaskManager(include_defaults=False, include_path=str(TASKS_DIR),
                      metadata={"data_dir": str(SAMPLE_DIR), "bootstrap_resamples": 200, "best_samples": 200})
     combined: dict = {"world_size": lm.world_size, "results": {}, "n-samples": {}, "logliks": {}}
@@ -97,6 +106,7 @@ def eval_worker(model: str, out: str) -> None:
         for task in tasks:
             combined["logliks"][task] = {f'{s["doc_id"]}': [float(r[0]) for r in s["filtered_resps"]]
                                          for s in res["samples"][task]}
+    Path(f"{out}.rank{state.process_index}").write_text(json.dumps({t: sorted(ids) for t, ids in scored.items()}))
     if state.is_main_process:
         Path(out).write_text(json.dumps(combined, sort_keys=True))
 
@@ -116,7 +126,9 @@ def _numbers(value, path=""):
 def _run_eval(nproc: int, model, tmp_path: Path) -> dict:
     out = tmp_path / f"eval-{nproc}.json"
     run(launch(nproc, "eval", "--model", model, "--out", out), cwd=tmp_path, env=multiprocess_env(), timeout=300)
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    result["scored_by_rank"] = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(nproc)]
+    return result
 
 
 @pytest.mark.slow
@@ -126,7 +138,11 @@ def test_two_process_evaluation_equals_one_process(tiny_model, tmp_path):
     one = _run_eval(1, tiny_model, tmp_path)
     two = _run_eval(2, tiny_model, tmp_path)
     assert (one["world_size"], two["world_size"]) == (1, 2)
-    # The split was real and complete: every document scored once, with the same log-likelihoods.
+    # The split was real: each document was scored by exactly one of the two processes ...
+    for task, limit in LIMITS.items():
+        first, second = (set(ranks.get(task, [])) for ranks in two["scored_by_rank"])
+        assert first and second and not first & second and first | second == set(range(limit)), task
+    # ... and complete, with the 1-process log-likelihoods.
     assert two["n-samples"] == one["n-samples"]
     for task in one["logliks"]:
         assert len(one["logliks"][task]) == LIMITS[task]
