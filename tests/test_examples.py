@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,49 @@ def test_run_script_writes_what_the_boards_read():
     from loss_plugins import list_losses
 
     assert set(losses.values()) <= set(list_losses())
+
+
+def _samples_file(path: Path, logliks: dict[str, list[float]], q: dict[str, list[float]]) -> Path:
+    from moral_tasks.records import RECORD_KEY, Record
+
+    lines = []
+    for doc_id, ll in logliks.items():
+        record = Record(task="moral_dilemmas", doc_id=doc_id, labels=["FIRST", "SECOND"], option_loglik=ll,
+                        q=q[doc_id], option_mass=0.5, counts=[3, 2], scoring={})
+        lines.append(json.dumps({"doc_id": len(lines), RECORD_KEY: record.to_json(), "xentropy": doc_id}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _compare_backends():
+    sys.path.insert(0, str(EXAMPLES))
+    import compare_backends
+
+    return compare_backends
+
+
+def test_compare_backends_reports_the_largest_differences(tmp_path, capsys):
+    a = _samples_file(tmp_path / "a.jsonl", {"d1": [-0.5, -1.2], "d2": [-2.0, -0.1]},
+                      {"d1": [0.66, 0.34], "d2": [0.13, 0.87]})
+    b = _samples_file(tmp_path / "b.jsonl", {"d2": [-2.01, -0.1], "d1": [-0.52, -1.15]},
+                      {"d1": [0.65, 0.35], "d2": [0.13, 0.87]})
+    assert _compare_backends().main([str(a), str(b), "--tolerance", "0.06"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["documents"] == 2 and report["worst_document"] == "d1"
+    assert report["max_abs_loglik_diff"] == pytest.approx(0.05)
+    assert report["mean_abs_loglik_diff"] == pytest.approx((0.05 + 0.01) / 2)
+    assert report["max_abs_q_diff"] == pytest.approx(0.01)
+    assert _compare_backends().main([str(a), str(b), "--tolerance", "0.04"]) == 1
+    assert "document d1 differs by 0.05 nats" in capsys.readouterr().err
+
+
+def test_compare_backends_refuses_different_documents_and_old_files(tmp_path, capsys):
+    a = _samples_file(tmp_path / "a.jsonl", {"d1": [-0.5, -1.2]}, {"d1": [0.66, 0.34]})
+    b = _samples_file(tmp_path / "b.jsonl", {"d9": [-0.5, -1.2]}, {"d9": [0.66, 0.34]})
+    assert _compare_backends().main([str(a), str(b)]) == 1
+    assert "do not hold the same documents" in capsys.readouterr().err
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"doc_id": 0, "xentropy": {"doc_id": "d1", "q": [0.5, 0.5]}}) + "\n")
+    assert _compare_backends().main([str(a), str(old)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("compare_backends: error: ") and f"{old}:1" in err and len(err.strip().splitlines()) == 1
