@@ -24,10 +24,19 @@ from conftest import BIN, offline_env, run  # noqa: E402
 
 HERE = Path(__file__).resolve()
 DDP_CPU_CONFIG = HERE.parent.parent / "examples" / "accelerate" / "ddp_cpu.yaml"
+TASKS_DIR = HERE.parent.parent / "moral_tasks" / "tasks"
+
+
+def _reporting_best(task: str) -> str:
+    """The task's ``_full`` variant, which reports BEST and every interval (the headline tasks do not),
+    where it exists; before the harness redesign (the xfail below) the plain task reported them."""
+    return f"{task}_full" if list(TASKS_DIR.rglob(f"{task}_full.yaml")) else task
+
+
 # (tasks, --limit) pairs of the evaluation. An odd limit splits unevenly (4 + 3 documents), so
-# lm-eval pads the smaller rank; the debiased task's two presentation orders of a dilemma are
-# consecutive documents, so they land on different ranks.
-EVAL_RUNS = ((("moral_dilemmas", "moral_anecdotes"), 7), (("moral_dilemmas_debiased",), 8))
+# lm-eval pads the smaller rank.
+EVAL_RUNS = (((_reporting_best("moral_dilemmas"), _reporting_best("moral_anecdotes")), 7),
+             ((_reporting_best("moral_dilemmas_debiased"),), 8))
 LIMITS = {task: limit for tasks, limit in EVAL_RUNS for task in tasks}
 
 
