@@ -199,6 +199,33 @@ def _make_batch(args, vocab, pad_id, VoteCollator):
     return batch
 
 
+def make_step(model, batch: dict, loss_fn, side: str, autocast: bool, answer_logits):
+    """One training step of ``side`` ("ours" or "naive") as a function returning the loss (synchronises)."""
+    import torch
+
+    device_type = batch["input_ids"].device.type
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def compute_loss():
+        # Returns only the loss, as Trainer.compute_loss does: model outputs are dropped before backward.
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+            if side == "ours":
+                logits = answer_logits(model, batch)  # the real code path: logits_to_keep=1
+            else:
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # B x T x V
+                logits = out.logits[:, -1, :].gather(-1, batch["answer_ids"])
+            return loss_fn(logits, batch["counts"])
+
+    def step() -> float:
+        loss = compute_loss()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()  # synchronises the device
+
+    return step
+
+
 def run_side(args) -> dict:
     import torch
 
@@ -215,25 +242,7 @@ def run_side(args) -> dict:
     cfg = model.get_base_model().config
     pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
     batch = {k: v.to(device) for k, v in _make_batch(args, cfg.vocab_size, pad_id, VoteCollator).items()}
-    loss_fn = get_loss(args.loss)()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def compute_loss():
-        # Returns only the loss, as Trainer.compute_loss does: model outputs are dropped before backward.
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            if args.side == "ours":
-                logits = answer_logits(model, batch)  # the real code path: logits_to_keep=1
-            else:
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # B x T x V
-                logits = out.logits[:, -1, :].gather(-1, batch["answer_ids"])
-            return loss_fn(logits, batch["counts"])
-
-    def step() -> float:
-        loss = compute_loss()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()  # synchronises the device
+    step = make_step(model, batch, get_loss(args.loss)(), args.side, autocast, answer_logits)
 
     def sync():
         if device.type == "cuda":

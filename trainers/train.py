@@ -105,8 +105,7 @@ def train(args: argparse.Namespace) -> dict:
         callbacks=early_stopping(args, do_eval),
         loss_fn=loss_fn,
     )
-    final = run_training(trainer, args, output, do_eval)
-    tokenizer.save_pretrained(str(output))
+    final = run_training(trainer, args, output, do_eval)  # save_model also writes the tokenizer, on rank 0 only
 
     card = {
         "base_model": args.model,
