@@ -27,16 +27,12 @@ DDP_CPU_CONFIG = HERE.parent.parent / "examples" / "accelerate" / "ddp_cpu.yaml"
 TASKS_DIR = HERE.parent.parent / "moral_tasks" / "tasks"
 
 
-def _reporting_best(task: str) -> str:
-    """The task's ``_full`` variant, which reports BEST and every interval (the headline tasks do not),
-    where it exists; before the harness redesign (the xfail below) the plain task reported them."""
-    return f"{task}_full" if list(TASKS_DIR.rglob(f"{task}_full.yaml")) else task
 
 
 # (tasks, --limit) pairs of the evaluation. An odd limit splits unevenly (4 + 3 documents), so
 # lm-eval pads the smaller rank.
-EVAL_RUNS = (((_reporting_best("moral_dilemmas"), _reporting_best("moral_anecdotes")), 7),
-             ((_reporting_best("moral_dilemmas_debiased"),), 8))
+# The _full variants report BEST and every interval.
+EVAL_RUNS = ((("moral_dilemmas_full", "moral_anecdotes_full"), 7), (("moral_dilemmas_debiased_full",), 8))
 LIMITS = {task: limit for tasks, limit in EVAL_RUNS for task in tasks}
 
 
@@ -141,8 +137,6 @@ def _run_eval(nproc: int, model, tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="canonical order lands with the harness branch: on main the intervals "
-                   "and BEST depend on the order lm-eval gathers records in (rank by rank)")
 def test_two_process_evaluation_equals_one_process(tiny_model, tmp_path):
     one = _run_eval(1, tiny_model, tmp_path)
     two = _run_eval(2, tiny_model, tmp_path)

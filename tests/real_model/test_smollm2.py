@@ -18,8 +18,6 @@ from smollm2_fixtures import LIMIT, METADATA, TASKS, smollm2, smollm2_run  # noq
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
-NEEDS_HARNESS = pytest.mark.xfail(strict=False, reason="needs harness merge (option_mass, order_effect, baselines, "
-                                                      "one debiased record per dilemma)")
 
 
 def option_logliks(sample: dict, task: str) -> np.ndarray:
@@ -102,7 +100,6 @@ def test_hf_and_llama_cpp_agree_on_the_same_weights(smollm2, smollm2_run, tmp_pa
     assert max(worst.values()) < tol, worst
 
 
-@NEEDS_HARNESS
 def test_option_mass_is_the_mean_total_probability_on_the_options(smollm2_run):  # noqa: F811
     for task in ("moral_dilemmas", "moral_anecdotes"):
         expected = np.mean([np.exp(option_logliks(s, task)).sum() for s in smollm2_run.samples[task]])
@@ -110,7 +107,6 @@ def test_option_mass_is_the_mean_total_probability_on_the_options(smollm2_run): 
     assert 0 < smollm2_run.results["results"]["moral_dilemmas_debiased"]["option_mass,none"] <= 1
 
 
-@NEEDS_HARNESS
 def test_uniform_and_train_prior_baselines(smollm2_run):  # noqa: F811
     for task in ("moral_dilemmas", "moral_anecdotes"):
         spec = SPECS[task]
@@ -125,7 +121,6 @@ def test_uniform_and_train_prior_baselines(smollm2_run):  # noqa: F811
         assert result["xentropy_prior,none"] == pytest.approx(float(-(p * np.log(prior)).sum(1).mean()), abs=1e-9)
 
 
-@NEEDS_HARNESS
 def test_debiased_task_has_one_record_per_dilemma_and_order_effect_is_the_mean_tvd(smollm2_run):  # noqa: F811
     from moral_tasks.records import read_samples
 
