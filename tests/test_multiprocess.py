@@ -24,7 +24,6 @@ from conftest import BIN, offline_env, run  # noqa: E402
 
 HERE = Path(__file__).resolve()
 DDP_CPU_CONFIG = HERE.parent.parent / "examples" / "accelerate" / "ddp_cpu.yaml"
-TASKS_DIR = HERE.parent.parent / "moral_tasks" / "tasks"
 
 
 
