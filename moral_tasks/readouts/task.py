@@ -76,9 +76,14 @@ _READOUT_METRICS = [
 ]
 
 
+# Keys of the log-probability template that a generated readout has no value for.
+_NOT_READ = {RECORD_KEY, "variant_mass"}
+
+
 class ReadoutTask(MoralTask):
     """A generation readout of a moral_ambiguity task: the included template's metric list, with its
-    ``record`` key replaced by ``readout`` and the readout counts added (see the module docstring)."""
+    ``record`` key replaced by ``readout``, the readout counts added and ``variant_mass`` (surface variants of a
+    first token) left out (see the module docstring)."""
 
     def __init__(self, config: dict | None = None):
         config = dict(config or {})
@@ -90,7 +95,7 @@ class ReadoutTask(MoralTask):
         if config.get("output_type") != "generate_until":
             raise ValueError(f"{config['task']}: a generation readout needs output_type: generate_until")
         self.readout = readout_settings(config["task"], self.spec.readout, config.get("metadata") or {})
-        config["metric_list"] = _READOUT_METRICS + [m for m in config["metric_list"] if m["metric"] != RECORD_KEY]
+        config["metric_list"] = _READOUT_METRICS + [m for m in config["metric_list"] if m["metric"] not in _NOT_READ]
         config["repeats"] = self.readout["samples"]
         ConfigurableTask.__init__(self, config=config)
         # Every reply reaches process_results (lm-eval's default filter keeps the first).
