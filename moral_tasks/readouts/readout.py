@@ -7,7 +7,7 @@ See :mod:`moral_tasks.readouts.task` for the tasks and what a readout means.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,8 +16,8 @@ import numpy as np
 
 from ..answers import tally, vote_distribution
 from ..prompts import get_task
-from ..records import RECORD_KEY, Record
-from ..scoring import CorpusError, score_records
+from ..records import RECORD_FORMAT, RECORD_KEY, Record
+from ..scoring import AGREEMENT_LEVELS, BEST_NAMES, CORE_NAMES, CorpusError, score_records
 from .verbalized import parse_distribution
 
 READOUT_KEY = "readout"
@@ -108,7 +108,7 @@ def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
     if dupes:
         raise CorpusError(f"{tasks[0]}: document(s) read twice: {', '.join(dupes[:5])}")
     records = [r.record for r in readouts if r.record is not None]
-    values: dict[str, Any] = score_records(records) if records else defaultdict(lambda: None, documents=0, warnings=[])
+    values = score_records(records) if records else _no_metrics()
     replies = sum(r.replies for r in readouts)
     values["readout_documents"] = len(readouts)
     values["parse_rate"] = sum(r.parsed for r in readouts) / replies
@@ -121,6 +121,17 @@ def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
                         f"{values['documents_without_readout']} of {len(readouts)} documents have no readout and "
                         "are left out of the metrics")
     values["warnings"] = warnings
+    return values
+
+
+def _no_metrics() -> dict[str, Any]:
+    """What :func:`moral_tasks.scoring.score_records` reports, with no document to score: every value None."""
+    names = [*CORE_NAMES, *BEST_NAMES, "option_mass", "order_effect"]
+    values: dict[str, Any] = {name: None for name in names}
+    values.update({f"{name}_ci95": None for name in names})
+    values.update({f"agreement_{level}": None for level in AGREEMENT_LEVELS})
+    values.update(xentropy_uniform=None, xentropy_prior=None, data_source=None, record_format=RECORD_FORMAT,
+                  documents=0, warnings=[])
     return values
 
 
