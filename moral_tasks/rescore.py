@@ -5,6 +5,9 @@ aggregations call, so they equal the run's results file. Given a second run of t
 model on the dev split, rescoring adds Scruples' calibration protocol, which one lm_eval
 run cannot give: the temperature fitted on the dev run's records and applied to the
 evaluated run (``calibrated_xentropy``, ``temperature``, with the split it was fitted on).
+The generation readouts (:mod:`moral_tasks.readouts`) are rescored from their readouts, and when a
+run holds a task and its answer readout, or several prompt templates of a task, their comparisons
+are added (``answer_consistency``, ``prompt_sensitivity``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import numpy as np
 
 from .metrics import core as M
 from .metrics import intervals
+from .prompts import get_task, template_siblings
 from .readouts.analysis import answer_consistency, consistency_pairs, template_spread
 from .readouts.readout import is_readout_task, read_readouts, score_readouts
-from .prompts import get_task, template_siblings
 from .records import Record, read_samples
 from .scoring import score_records
 

@@ -13,16 +13,16 @@ Same documents, data, scoring settings and metric list as the log-probability ta
   scores the written answer; :func:`moral_tasks.readouts.analysis.answer_consistency` compares it
   with the log-probability run's first-token argmax.
 
-Each document's sample line holds ONE readout under ``readout`` (format ``moral-ambiguity/readout/1``, :mod:`.readout`):
-its replies parsed, and its :class:`~moral_tasks.records.Record` under ``record``, or null when no
+Each document's sample line holds ONE readout under ``readout`` (format ``moral-ambiguity/readout/1``,
+:mod:`.readout`): its replies parsed, and its :class:`~moral_tasks.records.Record` under ``record``, or null when no
 reply could be read. Such documents are left out of the metrics and counted
 (``documents_without_readout``); ``parse_rate`` is the share of replies parsed. A record's
 ``q`` is the readout's distribution, ``option_loglik`` its log and ``option_mass`` 1 (the readout
 is a distribution over the options by construction); ``variant_mass`` is null.
 
 Task metadata, besides the log-probability tasks' (:mod:`moral_tasks.task`): ``samples`` (sampling
-only; default 20, :data:`.readout.DEFAULT_SAMPLES`), ``smoothing`` (default 1; > 0: a stated or sampled 0
-would make the cross-entropy infinite).
+only; default 20, :data:`.readout.DEFAULT_SAMPLES`), ``smoothing`` (default 1; > 0: a stated or sampled
+0 would make the cross-entropy infinite).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from .readout import KINDS, READOUT_KEY, Readout, read_replies, readout_settings
 from .verbalized import format_distribution
 
 log = logging.getLogger("lm_eval.moral_ambiguity")
+
+
 def agg_readout(readouts: list) -> int:
     """Scores the corpus (every other key of the task reads it); reports the number of documents."""
     parsed = [r if isinstance(r, Readout) else Readout.from_json(r, f"readout of document {r.get('doc_id')!r}")
