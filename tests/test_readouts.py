@@ -105,6 +105,13 @@ def test_sampling_readout_add_one_votes_and_pooled_parse_rate():
     assert values["xentropy"] == pytest.approx(-(0.6 * math.log(4 / 6) + 0.4 * math.log(2 / 6)))
 
 
+def test_identical_samples_everywhere_are_flagged():
+    same = score_readouts([read("sampling", f"d{i}", ["A", "A", "A"], [3, 2]) for i in range(3)])
+    assert any("the 3 sampled replies of every document are identical" in w for w in same["warnings"])
+    varied = score_readouts([read("sampling", "d0", ["A", "A", "A"], [3, 2]), read("sampling", "d1", ["A", "A", "A."], [3, 2])])
+    assert not any("identical" in w for w in varied["warnings"])
+
+
 def test_no_readout_at_all_reports_counts_and_no_metrics():
     values = score_readouts([read("answer", f"d{i}", ["no idea"], [3, 2]) for i in range(3)])
     assert values["parse_rate"] == 0 and values["documents_without_readout"] == 3 and values["documents"] == 0

@@ -42,6 +42,7 @@ class Readout:
     stated: list[float] | None  # verbalized: the stated shares, renormalised, before smoothing
     reason: str | None  # why the document has no readout (record None)
     record: Record | None
+    distinct: int | None = None  # different reply texts among the replies
     format: str = READOUT_FORMAT
 
     def to_json(self) -> dict:
@@ -91,7 +92,7 @@ def read_replies(task: str, doc_id: str, kind: str, replies: Sequence[str], labe
                         option_mass=1.0, variant_mass=None, counts=list(counts), human_counts=human_counts,
                         scoring=scoring)
     return Readout(task=task, doc_id=doc_id, kind=kind, replies=len(replies), parsed=n_parsed, votes=votes,
-                   stated=stated, reason=reason, record=record)
+                   stated=stated, reason=reason, record=record, distinct=len(set(replies)))
 
 
 def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
@@ -120,6 +121,10 @@ def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
                         f"{replies - sum(r.parsed for r in readouts)} of {replies} replies could not be read; "
                         f"{values['documents_without_readout']} of {len(readouts)} documents have no readout and "
                         "are left out of the metrics")
+    if all(r.replies > 1 and r.distinct == 1 for r in readouts):
+        warnings.append(f"{tasks[0]}: the {readouts[0].replies} sampled replies of every document are identical: the "
+                        "backend may not be sampling (lm-eval's API model types send seed=1234 with every request, "
+                        "which a provider honouring seeds answers alike); q is then one answer, not a distribution")
     values["warnings"] = warnings
     return values
 
