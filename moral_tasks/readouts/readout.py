@@ -54,6 +54,9 @@ class Readout:
     def from_json(cls, obj: Any, where: str) -> "Readout":
         if not isinstance(obj, dict) or obj.get("format") != READOUT_FORMAT:
             raise CorpusError(f"{where}: not a readout of format {READOUT_FORMAT!r}: rerun lm_eval with this version")
+        missing = [k for k in ("task", "doc_id", "kind", "replies", "parsed") if not isinstance(obj.get(k), (str, int))]
+        if missing:
+            raise CorpusError(f"{where}: readout lacks {', '.join(missing)}")
         fields = {k: obj.get(k) for k in cls.__dataclass_fields__ if k != "record"}
         record = obj.get(RECORD_KEY)
         return cls(**fields, record=None if record is None else Record.from_json(record, where))
