@@ -60,10 +60,10 @@ def test_rescore_of_only_unreadable_replies_reports_counts(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bad_samples_metadata_stops_lm_eval_naming_task_and_key(tmp_path):
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from moral_tasks.lm_eval_plugin import TASKS_DIR
 
     tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"samples": 0})
     with pytest.raises(ValueError, match="moral_dilemmas_sampling: metadata samples must be a whole number >= 1, got 0"):
-        get_task_dict(["moral_dilemmas_sampling"], tm)
+        tm.load(["moral_dilemmas_sampling"])
