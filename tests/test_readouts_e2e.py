@@ -150,3 +150,23 @@ def test_tiny_model_runs_every_readout_and_template(tiny_lm, scruples_dir, tmp_p
     assert spread["xentropy"]["n"] == 3 and spread["xentropy"]["min"] <= spread["xentropy"]["max"]
     assert rescored["tasks"]["moral_dilemmas"]["answer_consistency"]["answer_task"] == "moral_dilemmas_answer"
     json.dumps(rescored)  # the rescore output is plain JSON
+
+
+def test_the_readouts_group_holds_the_six_tasks():
+    from lm_eval.tasks import TaskManager
+
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+    from moral_tasks.prompts import READOUT_TASKS
+
+    loaded = TaskManager(include_path=str(TASKS_DIR), include_defaults=False).load(["moral_readouts"])
+    names = {getattr(t, "task_name", None) or t.config.task for t in _leaves(loaded)}
+    assert names == set(READOUT_TASKS)
+
+
+def _leaves(tree):
+    items = tree.values() if isinstance(tree, dict) else tree
+    for item in items:
+        if isinstance(item, (dict, list)):
+            yield from _leaves(item)
+        elif hasattr(item, "config"):
+            yield item
