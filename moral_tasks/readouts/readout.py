@@ -132,10 +132,18 @@ def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
     return values
 
 
+class _NoMetrics(dict):
+    """The values of a corpus with no readout: every metric None, including one not listed here
+    (a metric added to score_records later must not make such a run fail)."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def _no_metrics() -> dict[str, Any]:
     """What :func:`moral_tasks.scoring.score_records` reports, with no document to score: every value None."""
     names = [*CORE_NAMES, *BEST_NAMES, "option_mass", "order_effect"]
-    values: dict[str, Any] = {name: None for name in names}
+    values: dict[str, Any] = _NoMetrics({name: None for name in names})
     values.update({f"{name}_ci95": None for name in names})
     values.update({f"agreement_{level}": None for level in AGREEMENT_LEVELS})
     values.update(xentropy_uniform=None, xentropy_prior=None, data_source=None, record_format=RECORD_FORMAT,
