@@ -88,9 +88,9 @@ def test_verbalized_readout_hand_worked_metrics():
     assert values["acc"] == pytest.approx(2 / 3) == pytest.approx(ref_acc(q, counts))  # d1 says B, humans A
     tvd = (abs(31 / 102 - 0.6) + abs(91 / 102 - 1) + abs(26 / 102 - 0.4)) / 3
     assert values["tvd"] == pytest.approx(tvd) == pytest.approx(ref_tvd(q, counts))
-    assert values["parse_rate"] == 0.75 and values["documents_without_readout"] == 1
+    assert values["parse_rate"] == 0.75
     assert values["documents"] == 3 and values["readout_documents"] == 4 and values["option_mass"] == 1.0
-    assert values["no_readout_reasons"] == {"no JSON object at the start of the reply": 1}
+    assert values["no_readout"] == {"documents": 1, "reasons": {"no JSON object at the start of the reply": 1}}
     assert any("parse_rate 0.750 < 0.9: 1 of 4 replies" in w for w in values["warnings"])
 
 
@@ -101,7 +101,7 @@ def test_sampling_readout_add_one_votes_and_pooled_parse_rate():
     assert b.record is None and b.votes == [0, 0] and b.reason == "none of the 5 replies names exactly one option"
     values = score_readouts([a, b])
     assert values["parse_rate"] == pytest.approx(4 / 10)  # pooled over the 10 replies
-    assert values["documents_without_readout"] == 1 and values["documents"] == 1
+    assert values["no_readout"]["documents"] == 1 and values["documents"] == 1
     assert values["xentropy"] == pytest.approx(-(0.6 * math.log(4 / 6) + 0.4 * math.log(2 / 6)))
 
 
@@ -114,9 +114,9 @@ def test_identical_samples_everywhere_are_flagged():
 
 def test_no_readout_at_all_reports_counts_and_no_metrics():
     values = score_readouts([read("answer", f"d{i}", ["no idea"], [3, 2]) for i in range(3)])
-    assert values["parse_rate"] == 0 and values["documents_without_readout"] == 3 and values["documents"] == 0
+    assert values["parse_rate"] == 0 and values["no_readout"]["documents"] == 3 and values["documents"] == 0
     assert values["xentropy"] is None and values["acc"] is None
-    assert values["no_readout_reasons"] == {"none of the 1 replies names exactly one option": 3}
+    assert values["no_readout"]["reasons"] == {"none of the 1 replies names exactly one option": 3}
 
 
 def test_readouts_read_back_from_json():

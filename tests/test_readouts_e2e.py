@@ -87,7 +87,7 @@ def test_scripted_replies_give_the_hand_worked_numbers(scripted_run):
         assert _metric(results, task, "acc") == pytest.approx(ref_acc(q, c))
         assert _metric(results, task, "tvd") == pytest.approx(ref_tvd(q, c))
         assert _metric(results, task, "parse_rate") == pytest.approx(parse_rate)
-        assert _metric(results, task, "documents_without_readout") == without
+        assert _metric(results, task, "no_readout")["documents"] == without
         assert _metric(results, task, "readout") == 4 and _metric(results, task, "option_mass") == 1.0
 
     # Verbalized: stated shares as 100 votes, add-one; dil0002 states nothing.

@@ -100,8 +100,9 @@ def read_replies(task: str, doc_id: str, kind: str, replies: Sequence[str], labe
 
 def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
     """Every number of a readout task: the metrics of the documents with a readout
-    (:func:`moral_tasks.scoring.score_records`), ``parse_rate``, ``documents_without_readout`` and
-    ``no_readout_reasons`` and ``readout_documents`` (every document asked). With no readout at all every metric is None."""
+    (:func:`moral_tasks.scoring.score_records`), ``parse_rate``, ``no_readout``
+    (``{"documents": n, "reasons": {reason: n}}``, the key the log-probability tasks use for documents a
+    model type could not read) and ``readout_documents`` (every document asked). With no readout at all every metric is None."""
     if not readouts:
         raise CorpusError("no readouts to score")
     tasks = sorted({r.task for r in readouts})
@@ -116,13 +117,13 @@ def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
     replies = sum(r.replies for r in readouts)
     values["readout_documents"] = len(readouts)
     values["parse_rate"] = sum(r.parsed for r in readouts) / replies
-    values["documents_without_readout"] = len(readouts) - len(records)
-    values["no_readout_reasons"] = dict(sorted(Counter(r.reason for r in readouts if r.record is None).items()))
+    reasons = dict(sorted(Counter(r.reason for r in readouts if r.record is None).items()))
+    values["no_readout"] = {"documents": len(readouts) - len(records), "reasons": reasons}
     warnings = list(values["warnings"])
     if values["parse_rate"] < LOW_PARSE_RATE:
         warnings.append(f"{tasks[0]}: parse_rate {values['parse_rate']:.3f} < {LOW_PARSE_RATE}: "
                         f"{replies - sum(r.parsed for r in readouts)} of {replies} replies could not be read; "
-                        f"{values['documents_without_readout']} of {len(readouts)} documents have no readout and "
+                        f"{values['no_readout']['documents']} of {len(readouts)} documents have no readout and "
                         "are left out of the metrics")
     if all(r.replies > 1 and r.distinct == 1 for r in readouts):
         warnings.append(f"{tasks[0]}: the {readouts[0].replies} sampled replies of every document are identical: the "

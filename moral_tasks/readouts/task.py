@@ -16,7 +16,7 @@ Same documents, data, scoring settings and metric list as the log-probability ta
 Each document's sample line holds ONE readout under ``readout`` (format ``moral-ambiguity/readout/1``,
 :mod:`.readout`): its replies parsed, and its :class:`~moral_tasks.records.Record` under ``record``, or null when no
 reply could be read. Such documents are left out of the metrics and counted
-(``documents_without_readout``); ``parse_rate`` is the share of replies parsed. A record's
+(``no_readout``); ``parse_rate`` is the share of replies parsed. A record's
 ``q`` is the readout's distribution, ``option_loglik`` its log and ``option_mass`` 1 (the readout
 is a distribution over the options by construction); ``variant_mass`` is null.
 
@@ -60,21 +60,15 @@ def agg_parse_rate(doc_ids: list) -> Any:
     return harness.corpus_value("parse_rate", doc_ids)
 
 
-def agg_documents_without_readout(doc_ids: list) -> Any:
-    """Documents none of whose replies could be read: left out of every other metric."""
-    return harness.corpus_value("documents_without_readout", doc_ids)
-
-
-def agg_no_readout_reasons(doc_ids: list) -> Any:
-    """Why documents have no readout: {reason: number of documents}."""
-    return harness.corpus_value("no_readout_reasons", doc_ids)
+def agg_no_readout(doc_ids: list) -> Any:
+    """Documents none of whose replies could be read (left out of every other metric), with the reasons."""
+    return harness.corpus_value("no_readout", doc_ids)
 
 
 _READOUT_METRICS = [
     {"metric": READOUT_KEY, "aggregation": agg_readout, "higher_is_better": None},
     {"metric": "parse_rate", "aggregation": agg_parse_rate, "higher_is_better": True},
-    {"metric": "documents_without_readout", "aggregation": agg_documents_without_readout, "higher_is_better": None},
-    {"metric": "no_readout_reasons", "aggregation": agg_no_readout_reasons, "higher_is_better": None},
+    {"metric": "no_readout", "aggregation": agg_no_readout, "higher_is_better": None},
 ]
 
 

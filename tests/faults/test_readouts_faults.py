@@ -55,7 +55,7 @@ def test_rescore_of_only_unreadable_replies_reports_counts(tmp_path, capsys):
     out = tmp_path / "rescored.json"
     assert cli(["rescore", str(tmp_path / "run"), "--output", str(out)]) == 0
     metrics = json.loads(out.read_text())["tasks"]["moral_dilemmas_answer"]["metrics"]
-    assert metrics["parse_rate"] == 0 and metrics["documents_without_readout"] == 2 and metrics["xentropy"] is None
+    assert metrics["parse_rate"] == 0 and metrics["no_readout"]["documents"] == 2 and metrics["xentropy"] is None
 
 
 @pytest.mark.slow
