@@ -34,6 +34,13 @@ def agg_record(records: list) -> int:
     return values["documents"]
 
 
+def remember_corpus(doc_ids: list, values: dict) -> None:
+    """Make ``values`` the scored corpus of these documents (for a task that scores its corpus under
+    another first key than ``record``: the generation readouts, :mod:`moral_tasks.readouts.task`)."""
+    _SCORED.clear()
+    _SCORED.update(ids=sorted(doc_ids), values=values)
+
+
 def corpus_value(name: str, doc_ids: list) -> Any:
     """The value of ``name`` in the corpus scored by :func:`agg_record` for exactly these documents."""
     if _SCORED.get("ids") != sorted(doc_ids):

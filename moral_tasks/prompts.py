@@ -8,7 +8,7 @@ or label order is a change of PROMPT_VERSION (it is recorded in every result).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 PROMPT_VERSION = "1"
 
@@ -133,10 +133,17 @@ class TaskSpec:
     # Agreement levels are cut on the human majority share at these two points
     # (low <= c1 < mid <= c2 < high); None: at the terciles of the evaluated documents.
     agreement_cuts: tuple[float, float] | None = None
+    # How the model's distribution is read (moral_tasks.readouts): "logprob" (next-token
+    # probabilities of the option labels), "verbalized", "sampling" or "answer".
+    readout: str = "logprob"
+    # The prompt template of a prompt-sensitivity variant ("default" for the base prompt) and its
+    # option labels (empty: A, B, ...).
+    template: str = "default"
+    option_labels: tuple[str, ...] = ()
 
     @property
     def letters(self) -> tuple[str, ...]:
-        return _letters(len(self.labels))
+        return self.option_labels or _letters(len(self.labels))
 
     @property
     def presentation_orders(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -206,3 +213,132 @@ def get_task(name: str) -> TaskSpec:
 def base_task(name: str) -> str:
     """The base task (data, prompt, labels) of any task name: e.g. moral_dilemmas for moral_dilemmas_debiased."""
     return get_task(name).base_name
+
+
+# ---------------------------------------------------------------- readouts and prompt templates
+# Prompts of the generation readouts (moral_tasks.readouts) and of the prompt-sensitivity
+# templates. The sampling and answer readouts ask the log-probability tasks' own prompts.
+
+_ANECDOTE_OPTIONS = ("The author", "The other person or people", "Everybody involved", "Nobody",
+                     "More information is needed to tell")
+
+
+def _json_format(letters: Sequence[str]) -> str:
+    return "{" + ", ".join(f'"{letter}": <percent>' for letter in letters) + "}"
+
+
+def dilemma_verbalized_prompt(doc: dict) -> str:
+    first, second = (a["description"] for a in doc["actions"])
+    return (
+        "Consider these two actions.\n"
+        f"A. {first}\n"
+        f"B. {second}\n"
+        "Suppose 100 people were asked which action is less ethical. What percentage of them would choose each?\n"
+        f"Reply with only a JSON object: {_json_format('AB')}\n"
+        "Answer:"
+    )
+
+
+def anecdote_verbalized_prompt(doc: dict) -> str:
+    options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCDE", _ANECDOTE_OPTIONS))
+    return (
+        _story(doc)
+        + "Suppose 100 people read this story and were asked who is in the wrong:\n"
+        + options
+        + "What percentage of them would give each answer?\n"
+        f"Reply with only a JSON object: {_json_format('ABCDE')}\n"
+        "Answer:"
+    )
+
+
+def dilemma_paraphrase_prompt(doc: dict) -> str:
+    first, second = (a["description"] for a in doc["actions"])
+    return (
+        "Here are two things a person might do.\n"
+        f"A. {first}\n"
+        f"B. {second}\n"
+        "Of the two, which one is morally worse? Reply A or B.\n"
+        "Answer:"
+    )
+
+
+def dilemma_numbered_prompt(doc: dict) -> str:
+    first, second = (a["description"] for a in doc["actions"])
+    return (
+        "Consider these two actions.\n"
+        f"1. {first}\n"
+        f"2. {second}\n"
+        "Which action is less ethical? Answer with 1 or 2.\n"
+        "Answer:"
+    )
+
+
+def anecdote_paraphrase_prompt(doc: dict) -> str:
+    return (
+        _story(doc)
+        + "Who behaved badly here?\n"
+        "A. The person telling the story\n"
+        "B. The others in the story\n"
+        "C. All of them\n"
+        "D. No one\n"
+        "E. It cannot be judged without more information\n"
+        "Reply A, B, C, D or E.\n"
+        "Answer:"
+    )
+
+
+def anecdote_numbered_prompt(doc: dict) -> str:
+    options = "".join(f"{n}. {text}\n" for n, text in zip("12345", _ANECDOTE_OPTIONS))
+    return (
+        _story(doc)
+        + "Who is in the wrong in this story?\n"
+        + options
+        + "Answer with 1, 2, 3, 4 or 5.\n"
+        "Answer:"
+    )
+
+
+def _readout(base: str, readout: str, prompt: Callable[[dict], str] | None = None) -> TaskSpec:
+    spec = TASKS[base]
+    return replace(spec, name=f"{base}_{readout}", base=base, readout=readout, prompt=prompt or spec.prompt)
+
+
+def _template(base: str, template: str, prompt: Callable[[dict], str], option_labels: tuple[str, ...] = ()) -> TaskSpec:
+    return replace(TASKS[base], name=f"{base}_{template}", base=base, template=template, prompt=prompt,
+                   option_labels=option_labels)
+
+
+READOUT_TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        _readout("moral_dilemmas", "verbalized", dilemma_verbalized_prompt),
+        _readout("moral_anecdotes", "verbalized", anecdote_verbalized_prompt),
+        _readout("moral_dilemmas", "sampling"),
+        _readout("moral_anecdotes", "sampling"),
+        _readout("moral_dilemmas", "answer"),
+        _readout("moral_anecdotes", "answer"),
+    )
+}
+"""The generation readouts of the base tasks (moral_tasks.readouts); no ``_full`` twins."""
+
+TEMPLATES: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        _template("moral_dilemmas", "paraphrase", dilemma_paraphrase_prompt),
+        _template("moral_dilemmas", "numbered", dilemma_numbered_prompt, ("1", "2")),
+        _template("moral_anecdotes", "paraphrase", anecdote_paraphrase_prompt),
+        _template("moral_anecdotes", "numbered", anecdote_numbered_prompt, ("1", "2", "3", "4", "5")),
+    )
+}
+"""Prompt-sensitivity variants of the log-probability tasks: same data, labels and scoring, another
+wording (``paraphrase``) or option labels 1, 2, ... instead of A, B, ... (``numbered``)."""
+
+LM_EVAL_TASKS.update(READOUT_TASKS)
+LM_EVAL_TASKS.update(TEMPLATES)
+
+
+def template_siblings(name: str) -> list[str]:
+    """The tasks that differ from ``name`` only in their prompt template (itself included), base task first."""
+    spec = get_task(name)
+    return [n for n, s in LM_EVAL_TASKS.items() if not n.endswith(FULL_SUFFIX) and s.base_name == spec.base_name
+            and s.readout == spec.readout and s.orders == spec.orders]

@@ -5,6 +5,9 @@ aggregations call, so they equal the run's results file. Given a second run of t
 model on the dev split, rescoring adds Scruples' calibration protocol, which one lm_eval
 run cannot give: the temperature fitted on the dev run's records and applied to the
 evaluated run (``calibrated_xentropy``, ``temperature``, with the split it was fitted on).
+The generation readouts (:mod:`moral_tasks.readouts`) are rescored from their readouts, and when a
+run holds a task and its answer readout, or several prompt templates of a task, their comparisons
+are added (``answer_consistency``, ``prompt_sensitivity``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import numpy as np
 
 from .metrics import core as M
 from .metrics import intervals
+from .prompts import get_task, template_siblings
+from .readouts.analysis import answer_consistency, consistency_pairs, template_spread
+from .readouts.readout import is_readout_task, read_readouts, score_readouts
 from .records import Record, read_samples
 from .scoring import score_records
 
@@ -55,7 +61,18 @@ def samples_files(results_dir: str | Path) -> dict[str, Path]:
 
 def score_samples(path: str | Path) -> dict[str, Any]:
     """Every metric, interval, baseline and agreement slice of one samples file, as lm-eval reported them."""
-    return score_records(read_samples(path))
+    return _read_and_score(path)[1]
+
+
+def _read_and_score(path: str | Path) -> tuple[list[Record], dict[str, Any]]:
+    """The records of a samples file and its numbers; a readout task's (moral_tasks.readouts) records are
+    those of its documents with a readout, and its numbers add the readout counts."""
+    match = _SAMPLES.search(Path(path).name)
+    if match and is_readout_task(match["task"]):
+        readouts = read_readouts(path)
+        return [r.record for r in readouts if r.record is not None], score_readouts(readouts)
+    records = read_samples(path)
+    return records, score_records(records)
 
 
 def _logq_counts(records: list[Record]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,15 +110,25 @@ def rescore(results_dir: str | Path, dev_dir: str | Path | None = None) -> dict[
     dev_files = samples_files(dev_dir) if dev_dir is not None else {}
     tasks = {}
     for task, path in files.items():
-        records = read_samples(path)
-        entry: dict[str, Any] = {"samples": str(path), "metrics": score_records(records)}
+        records, metrics = _read_and_score(path)
+        entry: dict[str, Any] = {"samples": str(path), "metrics": metrics}
         if dev_dir is not None:
             if task not in dev_files:
                 raise RescoreError(f"{dev_dir}: no samples file for task {task} (the dev run must cover the same tasks)")
-            entry["metrics"].update(dev_calibration(records, read_samples(dev_files[task]), dev_files[task]))
+            entry["metrics"].update(dev_calibration(records, _read_and_score(dev_files[task])[0], dev_files[task]))
         tasks[task] = entry
+    # Readout comparisons of the one model (moral_tasks.readouts.analysis), when their runs are here.
+    for logprob_task, answer_task in consistency_pairs(list(files)):
+        tasks[logprob_task]["answer_consistency"] = answer_consistency(read_samples(files[logprob_task]),
+                                                                       read_readouts(files[answer_task]))
+    sensitivity = {}
+    for task in files:
+        siblings = [t for t in template_siblings(task) if t in files]
+        if len(siblings) > 1 and task == siblings[0]:
+            sensitivity[get_task(task).name] = template_spread({t: tasks[t]["metrics"] for t in siblings}, task)
     return {"format": RESCORE_FORMAT, "results_dir": str(results_dir),
-            "dev_results_dir": None if dev_dir is None else str(dev_dir), "tasks": tasks}
+            "dev_results_dir": None if dev_dir is None else str(dev_dir), "tasks": tasks,
+            **({"prompt_sensitivity": sensitivity} if sensitivity else {})}
 
 
 def main(results_dir: str, dev: str | None = None, output: str | None = None) -> int:
