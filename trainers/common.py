@@ -35,12 +35,12 @@ def run_command(prog: str, parser, train, argv: list[str] | None) -> int:
         if not model_args.model_name_or_path:
             raise ValueError("--model_name_or_path is required")
     except (ValueError, OSError) as exc:
-        print(f"moral-ambiguity: error: {prog}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"{prog}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     try:
         train(training_args, model_args)
     except (TrainingError, TrainingDiverged, LossPluginError, DataError) as exc:
-        print(f"moral-ambiguity: error: {prog}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"{prog}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
 

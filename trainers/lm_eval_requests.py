@@ -87,7 +87,9 @@ def lm_eval_task(task: str, split: str, data_dir: str | None):
     from moral_tasks.lm_eval_plugin import TASKS_DIR
 
     metadata = {"split": split, **({"data_dir": str(data_dir)} if data_dir else {})}
-    return TaskManager(include_path=str(TASKS_DIR), metadata=metadata).load([task])["tasks"][task]
+    # Only our task folder: indexing all of lm-eval's built-in tasks would take most of the run.
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    return manager.load([task])["tasks"][task]
 
 
 def build_examples(task: str, split: str, tokenizer, *, max_length: int, data_dir: str | None = None,
