@@ -190,6 +190,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, train):
 def test_long_document_is_truncated_like_lm_eval(tmp_path):
     """A prompt longer than max_length: the trainer's answer log-probs equal lm-eval's on the truncated input."""
     import lm_eval
+    from lm_eval.tasks import TaskManager
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from moral_tasks.lm_eval_plugin import TASKS_DIR
@@ -200,7 +201,7 @@ def test_long_document_is_truncated_like_lm_eval(tmp_path):
     results = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={TINY},dtype=float32,max_length={max_length}", tasks=["moral_dilemmas"],
         limit=4, log_samples=True, device="cpu", batch_size=4,
-        task_manager=lm_eval.tasks.TaskManager(include_path=str(TASKS_DIR)),
+        task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False),
         metadata={"data_dir": str(SAMPLE_DIR), "split": "test"},
     )
     harness = {s["doc"]["id"]: [float(r[0]) for r in s["filtered_resps"]] for s in results["samples"]["moral_dilemmas"]}
