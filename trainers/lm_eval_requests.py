@@ -96,6 +96,9 @@ def build_examples(task: str, split: str, tokenizer, *, max_length: int, data_di
                    chat_template: bool = False, system_instruction: str | None = None,
                    limit: int | None = None) -> list[Example]:
     """Examples for every document of ``split`` (the first ``limit``), cut to ``max_length`` tokens as lm-eval does."""
+    from moral_tasks.prompts import get_task
+
+    k = len(get_task(task).labels)
     lm_task = lm_eval_task(task, split, data_dir)
     lm_task.build_all_requests(
         limit=limit, rank=0, world_size=1, system_instruction=system_instruction,
@@ -107,7 +110,9 @@ def build_examples(task: str, split: str, tokenizer, *, max_length: int, data_di
         by_doc.setdefault(inst.doc_id, []).append(inst)
     examples = []
     for doc_id in sorted(by_doc):
-        instances = sorted(by_doc[doc_id], key=lambda i: i.idx)
+        # A document's first K requests are its options in label order as lm-eval scores them; any
+        # further ones (other surface forms of the answer letters) read the same distribution differently.
+        instances = sorted(by_doc[doc_id], key=lambda i: i.idx)[:k]
         doc = instances[0].doc
         pairs = [encode_pair(tokenizer, *inst.arguments) for inst in instances]
         inputs = {tuple(ctx + cont[:-1]) for ctx, cont in pairs}
