@@ -73,8 +73,10 @@ def bad_losses(tmp_path, monkeypatch):
 
 
 def train_args(out, *extra):
+    # float32 everywhere (the default is bf16 on a GPU): the comparisons below are to float32 tolerance.
     return ["--model_name_or_path", TINY, "--task", "moral_dilemmas", "--output_dir", out, "--data_dir", SAMPLE_DIR,
-            "--per_device_train_batch_size", "4", "--seed", "0", "--disable_tqdm", "true", *extra]
+            "--per_device_train_batch_size", "4", "--seed", "0", "--disable_tqdm", "true", "--dtype", "float32",
+            "--bf16", "false", *extra]
 
 
 @pytest.fixture
