@@ -34,6 +34,12 @@ DEFAULT_LOSS = "soft_cross_entropy"
 NO_EVAL = "none"
 
 
+def accelerator_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
+
+
 def bf16_available() -> bool:
     import torch
 
@@ -69,7 +75,8 @@ class VoteTrainingConfig(TrainingArguments):
     > - ``eval_strategy="steps"``, ``eval_steps=50``, ``save_steps`` = ``eval_steps``, ``save_total_limit=2``,
     >   ``logging_steps`` = min(10, ``eval_steps``), ``load_best_model_at_end`` on ``eval_xentropy`` (lower is
     >   better); without an eval split: no evaluation, and the last step is kept;
-    > - ``bf16`` on when a GPU supports it;
+    > - ``bf16`` on when a GPU supports it; ``use_cpu`` when there is no GPU (so that ``torchrun`` on CPUs runs one
+    >   distributed training, not N independent ones);
     > - ``remove_unused_columns=False`` and ``label_names=["counts"]``: the collators supply the vote counts, which
     >   are the labels;
     > - ``report_to="none"``.
@@ -112,6 +119,7 @@ class VoteTrainingConfig(TrainingArguments):
     greater_is_better: bool | None = field(default=False, metadata={"help": "Whether the metric is better when higher."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: on a GPU that "
                                                               "supports it)."})
+    use_cpu: bool | None = field(default=None, metadata={"help": "Train on the CPU (default: when there is no GPU)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: the collators need the "
                                                                          "vote counts."})
     label_names: list[str] | None = field(default_factory=lambda: ["counts"], metadata={"help": "The label columns."})
@@ -130,6 +138,10 @@ class VoteTrainingConfig(TrainingArguments):
             self.logging_steps = min(10, self.eval_steps)
         if self.bf16 is None:
             self.bf16 = not self.fp16 and bf16_available()
+        if self.use_cpu is None:
+            # Without it, `torchrun`/`accelerate launch` on a CPU-only machine start N independent
+            # "rank 0" trainings instead of one distributed run.
+            self.use_cpu = not accelerator_available()
         super().__post_init__()
 
     @property
