@@ -25,8 +25,8 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, step: int, what: str, output_dir: str):
         last = last_complete_checkpoint(output_dir, warn=False)
         super().__init__(
-            f"training diverged at step {step}: {what}; stopped before the optimizer step, nothing non-finite was "
-            f"saved; last good checkpoint: {last or 'none'} (lower --learning_rate or fix the loss)"
+            f"training diverged at step {step}: {what}; nothing non-finite was saved; last good checkpoint: "
+            f"{last or 'none'} (lower --learning_rate or fix the loss)"
         )
         self.step, self.last_checkpoint = step, last
 
@@ -108,14 +108,14 @@ class VoteLossMixin:
             what = (f"the loss is {self._bad_loss}" if self._bad_loss is not None
                     else f"the gradient norm is {grad_norm}" if not math.isfinite(grad_norm)
                     else "the loss or gradient norm is not finite on another process")
-            raise TrainingDiverged(step, what, self.args.output_dir)
+            raise TrainingDiverged(step, f"{what} (stopped before the optimizer step)", self.args.output_dir)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         # Checkpoints and the final adapter alike: weights that are not finite never reach the disk.
         bad = [n for n, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
         if bad:
-            raise TrainingDiverged(self.state.global_step, f"{len(bad)} trained weights are not finite "
-                                   f"(first: {bad[0]})", self.args.output_dir)
+            raise TrainingDiverged(self.state.global_step, f"{len(bad)} trained weight tensors are not finite "
+                                   f"(first: {bad[0]}; not saved)", self.args.output_dir)
         super().save_model(output_dir, _internal_call)
 
     def option_logits(self, model, inputs: dict) -> torch.Tensor:

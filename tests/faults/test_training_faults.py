@@ -246,3 +246,17 @@ def test_nonexistent_model_path(tmp_path, train):
     code, err, _ = train(*train_args(tmp_path / "x", "--max_steps", "1")[2:], "--model_name_or_path", missing)
     assert code == 1
     assert f"--model_name_or_path '{missing}': no such folder" in error_line(err)
+
+
+def test_huge_learning_rate_never_saves_nonfinite_weights(tmp_path, train):
+    """SGD at lr 1e30: step 1's update makes step 2's loss NaN; the run stops there, checkpoint-1 is the last good one."""
+    out = tmp_path / "run"
+    code, err, _ = train(*train_args(out, "--optim", "sgd", "--learning_rate", "1e30", "--max_grad_norm", "0",
+                                     "--max_steps", "6", "--save_steps", "1", "--eval_split", "none"))
+    assert code == 1
+    line = error_line(err)
+    assert "training diverged at step 2: the loss is nan" in line and "nothing non-finite was saved" in line
+    assert f"last good checkpoint: {out / 'checkpoint-1'}" in line
+    assert not (out / "adapter_model.safetensors").exists()
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]
+    assert finite_weights(out / "checkpoint-1" / "adapter_model.safetensors")
