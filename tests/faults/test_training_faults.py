@@ -260,3 +260,15 @@ def test_huge_learning_rate_never_saves_nonfinite_weights(tmp_path, train):
     assert not (out / "adapter_model.safetensors").exists()
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]
     assert finite_weights(out / "checkpoint-1" / "adapter_model.safetensors")
+
+
+def test_nonfinite_weights_are_never_saved(tmp_path, train):
+    """An infinite learning rate: loss and gradients of step 1 are finite, the weights after it are not."""
+    out = tmp_path / "run"
+    code, err, _ = train(*train_args(out, "--optim", "sgd", "--learning_rate", "inf", "--max_grad_norm", "0",
+                                     "--max_steps", "4", "--save_steps", "1", "--eval_split", "none"))
+    assert code == 1
+    line = error_line(err)
+    assert "diverged at step 1: 28 trained weight tensors are not finite (first: " in line
+    assert "lora_A.default.weight; not saved" in line and "last good checkpoint: none" in line
+    assert not list(out.glob("checkpoint-*")) and not (out / "adapter_model.safetensors").exists()
