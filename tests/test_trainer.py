@@ -166,6 +166,7 @@ def test_yaml_config_and_pinned_lora_defaults(tiny_model, tmp_path, train_in_pro
                                               "down_proj"}
     card = json.loads((out / "moral_ambiguity_card.json").read_text())
     assert card["task"] == "moral_anecdotes" and card["steps"] == 2 and card["dtype"] == "float32"
+    assert (out / "tokenizer.json").exists() and (out / "README.md").exists()
     assert card["lora"] == {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
 
 

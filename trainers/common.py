@@ -102,8 +102,12 @@ def run_training(trainer, args) -> dict:
     return {k: final[f"eval_{k}"] for k in ("loss", *METRIC_NAMES) if f"eval_{k}" in final}
 
 
-def finish(trainer, args, card: dict, tokenizer) -> dict:
-    """Write the tokenizer, the JSON card and the README (process 0 only), then drop the checkpoints."""
+def finish(trainer, args, card: dict) -> dict:
+    """Write the JSON card and the README (process 0 only), then drop the checkpoints.
+
+    ``save_model`` has already written the weights and the tokenizer (the trainer's ``processing_class``),
+    on process 0 too.
+    """
     from .model_card import render
 
     state = trainer.state
@@ -112,7 +116,6 @@ def finish(trainer, args, card: dict, tokenizer) -> dict:
             "best_checkpoint_step": state.best_global_step, "seed": args.seed}
     if trainer.is_world_process_zero():
         output = Path(args.output_dir)
-        tokenizer.save_pretrained(str(output))
         (output / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
         (output / "README.md").write_text(render(card))
         if not args.keep_checkpoints:

@@ -78,6 +78,7 @@ def train_one(args, model_args, task: str) -> dict:
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
+        processing_class=tokenizer,
         data_collator=EncoderCollator(tokenizer, architecture(spec.dataset) == "multiple_choice"),
         compute_metrics=metrics_from_predictions if args.do_eval_split else None,
         callbacks=callbacks(args),
@@ -110,7 +111,7 @@ def train_one(args, model_args, task: str) -> dict:
         "lm_eval_command": lm_eval_command("hf-encoder-classifier", model_args_str, task, data_dir=args.data_dir,
                                            split=args.eval_split if args.do_eval_split else args.train_split,
                                            limit=args.limit_eval if args.do_eval_split else args.limit_train),
-    }, tokenizer)
+    })
 
 
 def train(args, model_args) -> None:

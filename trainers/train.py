@@ -148,7 +148,7 @@ def train(args, model_args) -> dict:
                                            limit=args.limit_eval if args.do_eval_split else args.limit_train,
                                            extra=extra),
     }
-    return finish(trainer, args, card, tokenizer)
+    return finish(trainer, args, card)
 
 
 def main(argv: list[str] | None = None) -> int:
