@@ -27,6 +27,11 @@ LLM_MODEL_DEFAULTS = {
     "lora_target_modules": "all-linear",
     "dtype": None,
 }
+# --help for the defaults above that are resolved later (argparse would print "None").
+RESOLVED_DEFAULT_HELP = {
+    "lora_alpha": "LoRA alpha; None means 2 * lora_r.",
+    "dtype": "Load the model in this dtype; None means bfloat16 on a GPU that supports it, else float32.",
+}
 # `moral-ambiguity train-encoder` fine-tunes the whole encoder at Scruples' learning rate.
 ENCODER_DEFAULTS = {"learning_rate": 2e-5, "dtype": None}
 
@@ -155,6 +160,9 @@ def make_parser(prog: str, description: str, defaults: dict):
 
     parser = TrlParser((VoteTrainingConfig, ModelConfig), prog=prog, description=description)
     parser.set_defaults_with_config(**defaults)
+    for action in parser._actions:
+        if action.dest in defaults and action.dest in RESOLVED_DEFAULT_HELP:
+            action.help = RESOLVED_DEFAULT_HELP[action.dest]
     return parser
 
 
