@@ -33,7 +33,7 @@ RESOLVED_DEFAULT_HELP = {
     "dtype": "Load the model in this dtype; None means bfloat16 on a GPU that supports it, else float32.",
 }
 # `moral-ambiguity train-encoder` fine-tunes the whole encoder at Scruples' learning rate.
-ENCODER_DEFAULTS = {"learning_rate": 2e-5, "dtype": None}
+ENCODER_DEFAULTS = {"learning_rate": 2e-5}
 
 DEFAULT_LOSS = "soft_cross_entropy"
 NO_EVAL = "none"

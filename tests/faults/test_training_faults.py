@@ -22,7 +22,6 @@ from conftest import BIN, FIXTURES, offline_env, run  # noqa: E402
 from moral_tasks.cards import CARD_NAME  # noqa: E402
 from moral_tasks.data import SAMPLE_DIR  # noqa: E402
 
-pytestmark = pytest.mark.slow
 TINY = FIXTURES / "tiny-llama"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,6 +108,7 @@ def finite_weights(path: Path) -> bool:
     return all(torch.isfinite(t).all() for t in load_file(path).values())
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_at_the_first_bad_step(bad_losses, tmp_path):
     """Real console script: the loss overflows at step 3; checkpoint-2 survives, no adapter is written."""
     out = tmp_path / "run"
@@ -125,6 +125,7 @@ def test_nonfinite_loss_stops_at_the_first_bad_step(bad_losses, tmp_path):
     assert not (out / "checkpoint-4").exists()
 
 
+@pytest.mark.slow
 def test_nonfinite_gradient_norm_stops_before_the_optimizer_step(bad_losses, tmp_path, train):
     out = tmp_path / "run"
     code, err, _ = train(*train_args(out, "--loss", "bad_losses:NaNGradient", "--max_steps", "4", "--eval_split", "none"))
@@ -134,6 +135,7 @@ def test_nonfinite_gradient_norm_stops_before_the_optimizer_step(bad_losses, tmp
     assert not (out / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_incomplete_checkpoint_is_skipped_on_resume(tmp_path, train):
     """A run killed while saving checkpoint-4 resumes from checkpoint-2 and ends with the same adapter."""
     from safetensors.torch import load_file
@@ -160,6 +162,7 @@ def test_incomplete_checkpoint_is_skipped_on_resume(tmp_path, train):
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stopping_fires_on_dev_xentropy(tmp_path, train):
     """With a zero learning rate dev xentropy never improves: best at step 1, patience 2 ends the run at step 3."""
     out = tmp_path / "run"
@@ -172,6 +175,7 @@ def test_early_stopping_fires_on_dev_xentropy(tmp_path, train):
     assert not list(out.glob("checkpoint-*")), "intermediate checkpoints are removed after a successful run"
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path, train):
     """2 micro-batches of 2 accumulated = one batch of 4: the same SGD update of every weight."""
     from safetensors.torch import load_file
@@ -189,6 +193,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, train):
         torch.testing.assert_close(ga[name], b4[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_long_document_is_truncated_like_lm_eval(tmp_path):
     """A prompt longer than max_length: the trainer's answer log-probs equal lm-eval's on the truncated input."""
     import lm_eval
@@ -248,6 +253,7 @@ def test_nonexistent_model_path(tmp_path, train):
     assert f"--model_name_or_path '{missing}': no such folder" in error_line(err)
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_never_saves_nonfinite_weights(tmp_path, train):
     """SGD at lr 1e30: step 1's update makes step 2's loss NaN; the run stops there, checkpoint-1 is the last good one."""
     out = tmp_path / "run"
@@ -262,6 +268,7 @@ def test_huge_learning_rate_never_saves_nonfinite_weights(tmp_path, train):
     assert finite_weights(out / "checkpoint-1" / "adapter_model.safetensors")
 
 
+@pytest.mark.slow
 def test_nonfinite_weights_are_never_saved(tmp_path, train):
     """An infinite learning rate: loss and gradients of step 1 are finite, the weights after it are not."""
     out = tmp_path / "run"
