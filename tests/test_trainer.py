@@ -131,7 +131,8 @@ def test_model_card_command_reproduces_the_dev_metrics(tiny_model, tmp_path, tra
     sha = hashlib.sha256(dev_file.read_bytes()).hexdigest()
     assert card["eval_data"]["sha256"] == sha and sha in readme
     assert card["eval_data"]["rows_used"] == 12 and "12 of 40 documents" in readme
-    assert f"base_model: {tiny_model}" in readme and "`soft_cross_entropy`" in readme and "[More Information" not in readme
+    assert f"base_model: {tiny_model}" in readme and "`soft_cross_entropy`" in readme
+    assert "[More Information" not in readme
     assert "| Steps | 4 |" in readme and "r=16, alpha=32, dropout=0.0" in readme
     assert f"| xentropy | {card['final_dev_metrics']['xentropy']:.4f} |" in readme
     assert not list(out.glob("checkpoint-*"))
@@ -162,8 +163,8 @@ def test_yaml_config_and_pinned_lora_defaults(tiny_model, tmp_path, train_in_pro
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (4, 8, 0.0)
     # all-linear: every projection of the tiny Llama, but not the LM head.
-    assert {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                              "down_proj"}
+    assert {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]} == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     card = json.loads((out / "moral_ambiguity_card.json").read_text())
     assert card["task"] == "moral_anecdotes" and card["steps"] == 2 and card["dtype"] == "float32"
     assert (out / "tokenizer.json").exists() and (out / "README.md").exists()

@@ -45,12 +45,11 @@ def run_command(prog: str, parser, train, argv: list[str] | None) -> int:
     return 0
 
 
-def load_tokenizer(model_args, **kwargs):
+def load_tokenizer(model_args):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
-                                             **kwargs)
+        return AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     except OSError as exc:
         where = "no such folder" if not Path(model_args.model_name_or_path).exists() else "not a model folder"
         raise TrainingError(f"--model_name_or_path {model_args.model_name_or_path!r}: {where}, and not loadable "
@@ -91,11 +90,10 @@ def split_provenance(spec, split: str, data_dir, limit: int | None) -> dict:
     return {**provenance, "rows_used": provenance["rows"] if limit is None else min(limit, provenance["rows"])}
 
 
-def run_training(trainer, args) -> dict:
-    """Train (resuming where the last run stopped), save, and return the final dev metrics."""
+def run_training(trainer, args, resume: str | None) -> dict:
+    """Train (from ``resume``, see :func:`resume_checkpoint`), save, and return the final dev metrics."""
     from moral_tasks.metrics import METRIC_NAMES
 
-    resume = resume_checkpoint(args)
     trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate() if args.do_eval_split else {}
     trainer.save_model(args.output_dir)

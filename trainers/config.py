@@ -35,7 +35,6 @@ RESOLVED_DEFAULT_HELP = {
 # `moral-ambiguity train-encoder` fine-tunes the whole encoder at Scruples' learning rate.
 ENCODER_DEFAULTS = {"learning_rate": 2e-5}
 
-DEFAULT_LOSS = "soft_cross_entropy"
 NO_EVAL = "none"
 
 
@@ -90,11 +89,12 @@ class VoteTrainingConfig(TrainingArguments):
     task: str | None = field(default=None, metadata={"help": "lm-eval task to train on (required): moral_dilemmas, "
                                                       "moral_anecdotes or moral_anecdotes_binary (train-encoder also: "
                                                       "moral_ambiguity, one classifier per task)"})
-    loss: str = field(default=DEFAULT_LOSS, metadata={"help": "a loss name (see `moral-ambiguity losses`) or "
+    loss: str = field(default="soft_cross_entropy", metadata={"help": "a loss name (see `moral-ambiguity losses`) or "
                                                                "module:Class"})
     data_dir: str | None = field(default=None, metadata={"help": "Scruples folder (default: the tasks' search order)"})
     train_split: str = field(default="train", metadata={"help": "split to train on"})
-    eval_split: str = field(default="dev", metadata={"help": "split for evaluation and early stopping ('none' to skip)"})
+    eval_split: str = field(default="dev", metadata={"help": "split for evaluation and early stopping "
+                                                             "('none' to skip)"})
     limit_train: int | None = field(default=None, metadata={"help": "use only the first N training documents"})
     limit_eval: int | None = field(default=None, metadata={"help": "use only the first N evaluation documents"})
     apply_chat_template: bool = field(default=False, metadata={"help": "train on chat-formatted prompts (evaluate "
@@ -121,7 +121,7 @@ class VoteTrainingConfig(TrainingArguments):
                                                                         "(default: min(10, eval_steps))."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "End with the best checkpoint on dev."})
     metric_for_best_model: str | None = field(default="eval_xentropy", metadata={"help": "Metric of the best model."})
-    greater_is_better: bool | None = field(default=False, metadata={"help": "Whether the metric is better when higher."})
+    greater_is_better: bool | None = field(default=False, metadata={"help": "Whether higher is better."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: on a GPU that "
                                                               "supports it)."})
     use_cpu: bool | None = field(default=None, metadata={"help": "Train on the CPU (default: when there is no GPU)."})

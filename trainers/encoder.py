@@ -26,8 +26,8 @@ from transformers import Trainer
 
 from moral_tasks.models.encoder_io import EncoderCollator, architecture, classifier_logits, encode, load_classifier
 
-from .common import TrainingError, as_dataset, callbacks, finish, load_tokenizer, run_command, run_training, \
-    split_provenance
+from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, resume_checkpoint, run_command,
+                     run_training, split_provenance)
 from .config import ENCODER_DEFAULTS, make_parser
 from .trainer import VoteLossMixin, metrics_from_predictions
 
@@ -61,6 +61,7 @@ def train_one(args, model_args, task: str) -> dict:
     from .model_card import lm_eval_command
 
     loss_fn = make_loss(args.loss)
+    resume = resume_checkpoint(args)
     spec = get_task(task)
     max_length = args.max_length or DEFAULT_MAX_LENGTH[spec.dataset]
     tokenizer = load_tokenizer(model_args)
@@ -84,7 +85,7 @@ def train_one(args, model_args, task: str) -> dict:
         callbacks=callbacks(args),
         loss_fn=loss_fn,
     )
-    final = run_training(trainer, args)
+    final = run_training(trainer, args, resume)
     temperature = 1.0
     if args.do_eval_split:
         # Calibrate on dev (Scruples' practice); the stored T is applied at prediction time.

@@ -36,9 +36,9 @@ distribution of human judgments on Scruples, not only the majority answer.
 | Loss | `{{ card.loss }}` |
 | Training data | {{ data(card.train_data) }} |
 | Evaluation data | {{ data(card.eval_data) if card.eval_data else "none" }} |
-| Steps | {{ card.steps }}{% if card.stopped_early %} (stopped early: no better dev xentropy in {{ card.early_stopping_patience }} evaluations){% endif %} |
+| Steps | {{ steps(card) }} |
 | Seed | {{ card.seed }} |
-{% if card.max_length %}| Max length | {{ card.max_length }} tokens{% if card.truncated_train_docs %} ({{ card.truncated_train_docs }} training documents truncated from the left, as lm-eval does){% endif %} |
+{% if card.max_length %}| Max length | {{ max_length(card) }} |
 {% endif %}
 
 ## Dev metrics
@@ -64,6 +64,19 @@ def _data(provenance: dict) -> str:
             f"{provenance['rows']} documents, SHA-256 `{provenance['sha256']}`")
 
 
+def _steps(card: dict) -> str:
+    if not card.get("stopped_early"):
+        return str(card["steps"])
+    return (f"{card['steps']} (stopped early: no better dev xentropy in {card['early_stopping_patience']} "
+            "evaluations)")
+
+
+def _max_length(card: dict) -> str:
+    cut = card.get("truncated_train_docs")
+    return f"{card['max_length']} tokens" + (
+        f" ({cut} training documents truncated from the left, as lm-eval does)" if cut else "")
+
+
 def _weights(card: dict) -> str:
     lora = card.get("lora")
     if not lora:
@@ -85,4 +98,5 @@ def lm_eval_command(model: str, model_args: str, task: str, *, data_dir: str | N
 def render(card: dict) -> str:
     from moral_tasks.cards import CARD_NAME
 
-    return TEMPLATE.render(card=card, data=_data, weights=_weights, card_name=CARD_NAME)
+    return TEMPLATE.render(card=card, data=_data, weights=_weights, steps=_steps, max_length=_max_length,
+                           card_name=CARD_NAME)

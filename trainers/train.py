@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 
-from .common import TrainingError, as_dataset, callbacks, finish, load_tokenizer, run_command, run_training, \
-    split_provenance
+from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, resume_checkpoint, run_command,
+                     run_training, split_provenance)
 from .config import LLM_MODEL_DEFAULTS, make_parser, resolve_model_config
 
 PROG = "moral-ambiguity train"
@@ -86,6 +86,7 @@ def train(args, model_args) -> dict:
     if args.task not in TASKS:
         raise TrainingError(f"--task {args.task!r}: not one of {', '.join(TASKS)}")
     loss_fn = make_loss(args.loss)  # fail fast, before any model is loaded
+    resume = resume_checkpoint(args)
     resolve_model_config(model_args)
     spec = get_task(args.task)
     tokenizer = load_tokenizer(model_args)
@@ -114,11 +115,13 @@ def train(args, model_args) -> dict:
         callbacks=callbacks(args),
         loss_fn=loss_fn,
     )
-    final = run_training(trainer, args)
+    final = run_training(trainer, args, resume)
 
     base = model_args.model_name_or_path
     weights = f"pretrained={base},peft={args.output_dir}" if model_args.use_peft else f"pretrained={args.output_dir}"
-    model_args_str = f"{weights},dtype={model_args.dtype}" + (f",max_length={args.max_length}" if args.max_length else "")
+    model_args_str = f"{weights},dtype={model_args.dtype}"
+    if args.max_length:
+        model_args_str += f",max_length={args.max_length}"
     extra = (("--apply_chat_template",) if args.apply_chat_template else ()) + (
         ("--system_instruction", args.system_instruction) if args.system_instruction else ())
     card = {

@@ -128,7 +128,8 @@ def test_nonfinite_loss_stops_at_the_first_bad_step(bad_losses, tmp_path):
 @pytest.mark.slow
 def test_nonfinite_gradient_norm_stops_before_the_optimizer_step(bad_losses, tmp_path, train):
     out = tmp_path / "run"
-    code, err, _ = train(*train_args(out, "--loss", "bad_losses:NaNGradient", "--max_steps", "4", "--eval_split", "none"))
+    code, err, _ = train(*train_args(out, "--loss", "bad_losses:NaNGradient", "--max_steps", "4",
+                                     "--eval_split", "none"))
     assert code == 1
     line = error_line(err)
     assert "diverged at step 1: the gradient norm is nan" in line and "last good checkpoint: none" in line
@@ -255,7 +256,7 @@ def test_nonexistent_model_path(tmp_path, train):
 
 @pytest.mark.slow
 def test_huge_learning_rate_never_saves_nonfinite_weights(tmp_path, train):
-    """SGD at lr 1e30: step 1's update makes step 2's loss NaN; the run stops there, checkpoint-1 is the last good one."""
+    """SGD at lr 1e30: step 1's update makes step 2's loss NaN; the run stops there; checkpoint-1 is the last good."""
     out = tmp_path / "run"
     code, err, _ = train(*train_args(out, "--optim", "sgd", "--learning_rate", "1e30", "--max_grad_norm", "0",
                                      "--max_steps", "6", "--save_steps", "1", "--eval_split", "none"))
