@@ -252,6 +252,7 @@ def test_nonexistent_model_path(tmp_path, train):
     code, err, _ = train(*train_args(tmp_path / "x", "--max_steps", "1")[2:], "--model_name_or_path", missing)
     assert code == 1
     assert f"--model_name_or_path '{missing}': no such folder" in error_line(err)
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
