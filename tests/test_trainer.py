@@ -12,6 +12,7 @@ import torch
 
 from conftest import BIN, offline_env, read_results, run
 from moral_tasks.data import SAMPLE_DIR
+from moral_tasks.prompts import get_task
 from trainers.lm_eval_requests import build_examples
 from trainers.trainer import VoteCollator, answer_position_logits
 
@@ -44,7 +45,8 @@ def test_trainer_logprobs_equal_lm_eval_loglikelihoods(tiny_model, task_manager,
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     for task in tasks:
-        harness = {s["doc"]["id"]: [float(r[0]) for r in s["filtered_resps"]] for s in samples[task]}
+        k = len(get_task(task).labels)  # the first K requests are the options as scored
+        harness = {s["doc"]["id"]: [float(r[0]) for r in s["filtered_resps"][:k]] for s in samples[task]}
         # What lm-eval sent: under a chat template it drops the space before the choice and the
         # system instruction becomes a system turn; without one it is prepended to the prompt.
         args = samples[task][0]["arguments"]  # in-process: (context, continuation) per option
