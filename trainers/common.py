@@ -1,73 +1,79 @@
-"""What the LLM trainer and the encoder baselines share: arguments, Trainer settings, run, card."""
+"""What the LLM trainer and the encoder baselines share: the command wrapper, the run, the output folder."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 from moral_tasks.cards import CARD_NAME
 
+from .checkpoints import last_complete_checkpoint, remove_checkpoints
+
 log = logging.getLogger(__name__)
 
 
-
-def add_common_arguments(p: argparse.ArgumentParser, lr: float) -> None:
-    p.add_argument("--loss", default="soft_cross_entropy",
-                   help="a loss name (see `moral-ambiguity losses`) or module:Class")
-    p.add_argument("--data-dir", help="Scruples folder (default: the search order of the tasks)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--eval-split", default="dev", help="split for evaluation and early stopping ('none' to skip)")
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (overrides --epochs)")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--eval-steps", type=int, default=50)
-    p.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without a better dev xentropy")
-    p.add_argument("--limit-train", type=int, help="use only the first N training documents")
-    p.add_argument("--limit-eval", type=int, help="use only the first N evaluation documents")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --output")
+class TrainingError(Exception):
+    """A user error or a fault: reported as one line, exit status 1."""
 
 
-def training_kwargs(args: argparse.Namespace, output: Path, do_eval: bool) -> dict:
-    """Trainer settings: dev evaluation, early stopping on dev xentropy, checkpoints to resume from."""
-    import torch
+def run_command(prog: str, parser, train, argv: list[str] | None) -> int:
+    """Parse ``argv`` the TRL way and call ``train(training_args, model_args)``; our errors become one line."""
+    from loss_plugins import LossPluginError
+    from moral_tasks.data import DataError
 
-    on_gpu = torch.cuda.is_available()
-    return dict(
-        output_dir=str(output),
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        seed=args.seed,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        use_cpu=not on_gpu,
-        logging_steps=max(1, min(args.eval_steps, 10)),
-        eval_strategy="steps" if do_eval else "no",
-        eval_steps=args.eval_steps,
-        save_strategy="steps",
-        save_steps=args.eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=do_eval,
-        metric_for_best_model="eval_xentropy" if do_eval else None,
-        greater_is_better=False,
-        # The collators supply counts; Trainer must keep them and treat them as the labels.
-        remove_unused_columns=False,
-        label_names=["counts"],
-        report_to="none",
-    )
+    from .trainer import TrainingDiverged
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    try:
+        # TrlParser reports unknown flags itself (usage + one line); a missing or bad --config file
+        # and inconsistent TrainingArguments end up here as OSError / ValueError.
+        training_args, model_args = parser.parse_args_and_config(sys.argv[1:] if argv is None else argv)
+        if not model_args.model_name_or_path:
+            raise ValueError("--model_name_or_path is required")
+    except (ValueError, OSError) as exc:
+        print(f"{prog}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        train(training_args, model_args)
+    except (TrainingError, TrainingDiverged, LossPluginError, DataError) as exc:
+        print(f"{prog}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
 
 
-def early_stopping(args: argparse.Namespace, do_eval: bool):
+def load_tokenizer(model_args):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    except OSError as exc:
+        where = "no such folder" if not Path(model_args.model_name_or_path).exists() else "not a model folder"
+        raise TrainingError(f"--model_name_or_path {model_args.model_name_or_path!r}: {where}, and not loadable "
+                            f"from the Hugging Face hub ({str(exc).splitlines()[0][:200]})") from None
+
+
+def resume_checkpoint(args) -> str | None:
+    """The checkpoint to resume from; refuses to overwrite a finished model that has none."""
+    output = Path(args.output_dir)
+    if args.resume_from_checkpoint:
+        return args.resume_from_checkpoint
+    last = last_complete_checkpoint(output) if args.resume else None
+    if last is None and (output / CARD_NAME).exists():
+        raise TrainingError(f"--output_dir {output} already holds a trained model ({CARD_NAME}) and no checkpoint to "
+                            "resume from; choose another folder or delete it")
+    if last:
+        log.warning("resuming from %s", last)
+    return str(last) if last else None
+
+
+def callbacks(args):
     from transformers import EarlyStoppingCallback
 
-    return [EarlyStoppingCallback(early_stopping_patience=args.patience)] if do_eval else None
+    return [EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)] if args.do_eval_split else None
 
 
 def as_dataset(rows: list[dict]):
@@ -76,24 +82,40 @@ def as_dataset(rows: list[dict]):
     return datasets.Dataset.from_list(rows)
 
 
-def run_training(trainer, args: argparse.Namespace, output: Path, do_eval: bool) -> dict:
-    """Train (resuming from the last checkpoint unless --no-resume), save, return the final dev metrics."""
-    from transformers.trainer_utils import get_last_checkpoint
+def split_provenance(spec, split: str, data_dir, limit: int | None) -> dict:
+    """Which file (with its SHA-256) and how many of its documents a run used."""
+    from moral_tasks.data import load_split
 
+    provenance = load_split(spec, split, data_dir).provenance
+    return {**provenance, "rows_used": provenance["rows"] if limit is None else min(limit, provenance["rows"])}
+
+
+def run_training(trainer, args, resume: str | None) -> dict:
+    """Train (from ``resume``, see :func:`resume_checkpoint`), save, and return the final dev metrics."""
     from moral_tasks.metrics import METRIC_NAMES
 
-    resume = None if args.no_resume or not output.is_dir() else get_last_checkpoint(str(output))
-    if resume:
-        log.warning("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
-    final = trainer.evaluate() if do_eval else {}
-    trainer.save_model(str(output))
+    final = trainer.evaluate() if args.do_eval_split else {}
+    trainer.save_model(args.output_dir)
     return {k: final[f"eval_{k}"] for k in ("loss", *METRIC_NAMES) if f"eval_{k}" in final}
 
 
-def write_card(trainer, output: Path, card: dict) -> None:
-    """The small JSON that says how the model was made; the leaderboard and the encoder LM read it."""
-    card = {**card, "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
-            "seed": trainer.args.seed}
+def finish(trainer, args, card: dict) -> dict:
+    """Write the JSON card and the README (process 0 only), then drop the checkpoints.
+
+    ``save_model`` has already written the weights and the tokenizer (the trainer's ``processing_class``),
+    on process 0 too.
+    """
+    from .model_card import render
+
+    state = trainer.state
+    card = {**card, "steps": state.global_step, "stopped_early": 0 < state.global_step < state.max_steps,
+            "early_stopping_patience": args.early_stopping_patience if args.do_eval_split else None,
+            "best_checkpoint_step": state.best_global_step, "seed": args.seed}
     if trainer.is_world_process_zero():
+        output = Path(args.output_dir)
         (output / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        (output / "README.md").write_text(render(card))
+        if not args.keep_checkpoints:
+            remove_checkpoints(output)
+    return card

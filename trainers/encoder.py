@@ -12,24 +12,26 @@ fitted afterwards and stored in the card, and the lm-eval model type
 ``--task moral_ambiguity`` trains one classifier per task into
 ``OUTPUT/<task>/``, which ``lm_eval --model hf-encoder-classifier
 --model_args pretrained=OUTPUT --tasks moral_ambiguity`` evaluates in one run.
+
+Options and their defaults are those of ``moral-ambiguity train``
+(:mod:`trainers.config`, TRL's flag names), except that the whole encoder is
+fine-tuned (``use_peft`` off) at Scruples' ``learning_rate`` 2e-5.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from moral_tasks.models.encoder_io import EncoderCollator, architecture, classifier_logits, encode, load_classifier
 
-from .common import add_common_arguments, as_dataset, early_stopping, run_training, training_kwargs, write_card
+from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, resume_checkpoint, run_command,
+                     run_training, split_provenance)
+from .config import ENCODER_DEFAULTS, make_parser
 from .trainer import VoteLossMixin, metrics_from_predictions
 
+PROG = "moral-ambiguity train-encoder"
 ALL_TASKS = "moral_ambiguity"
 DEFAULT_MAX_LENGTH = {"dilemmas": 90, "anecdotes": 512}  # Scruples' settings
 
@@ -39,17 +41,8 @@ class EncoderVoteTrainer(VoteLossMixin, Trainer):
         return classifier_logits(model, inputs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from moral_tasks.prompts import TASKS
-
-    p = argparse.ArgumentParser(prog="moral-ambiguity train-encoder", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="a pretrained encoder: local folder or hub id (e.g. roberta-large)")
-    p.add_argument("--task", required=True, choices=[*TASKS, ALL_TASKS],
-                   help=f"one task, or {ALL_TASKS} for one classifier per task in OUTPUT/<task>/")
-    p.add_argument("--output", required=True)
-    p.add_argument("--max-length", type=int, help="tokens per input (default: 90 for dilemmas, 512 for anecdotes)")
-    add_common_arguments(p, lr=2e-5)
-    return p
+def build_parser():
+    return make_parser(PROG, __doc__.splitlines()[0], ENCODER_DEFAULTS)
 
 
 def _documents(spec, split: str, data_dir, limit):
@@ -57,75 +50,86 @@ def _documents(spec, split: str, data_dir, limit):
 
     loaded = load_split(spec, split, data_dir)
     n = len(loaded.rows) if limit is None else min(limit, len(loaded.rows))
-    return loaded.rows[:n], loaded.counts[:n], loaded.provenance_str
+    return loaded.rows[:n], loaded.counts[:n]
 
 
-def train_one(args: argparse.Namespace, task: str, output: Path) -> dict:
-    from transformers import AutoTokenizer
-
-    from loss_plugins import get_loss
+def train_one(args, model_args, task: str) -> dict:
+    from loss_plugins import make_loss
     from moral_tasks.metrics import core as metrics
     from moral_tasks.prompts import get_task
 
-    loss_fn = get_loss(args.loss)()
+    from .model_card import lm_eval_command
+
+    loss_fn = make_loss(args.loss)
+    resume = resume_checkpoint(args)
     spec = get_task(task)
     max_length = args.max_length or DEFAULT_MAX_LENGTH[spec.dataset]
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(model_args)
     tokenizer.truncation_side = "left"  # keep the end of long stories, as Scruples did
 
     def dataset(split, limit):
-        rows, counts, source = _documents(spec, split, args.data_dir, limit)
+        rows, counts = _documents(spec, split, args.data_dir, limit)
         return as_dataset([{**encode(tokenizer, spec.dataset, row, max_length), "counts": c}
-                           for row, c in zip(rows, counts)]), source
+                           for row, c in zip(rows, counts)])
 
-    train_ds, train_source = dataset(args.train_split, args.limit_train)
-    do_eval = args.eval_split.lower() != "none"
-    eval_ds, eval_source = dataset(args.eval_split, args.limit_eval) if do_eval else (None, None)
+    train_ds = dataset(args.train_split, args.limit_train)
+    eval_ds = dataset(args.eval_split, args.limit_eval) if args.do_eval_split else None
     trainer = EncoderVoteTrainer(
-        model=load_classifier(args.model, spec.dataset, len(spec.labels)),
-        args=TrainingArguments(**training_kwargs(args, output, do_eval)),
+        model=load_classifier(model_args.model_name_or_path, spec.dataset, len(spec.labels)),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
+        processing_class=tokenizer,
         data_collator=EncoderCollator(tokenizer, architecture(spec.dataset) == "multiple_choice"),
-        compute_metrics=metrics_from_predictions if do_eval else None,
-        callbacks=early_stopping(args, do_eval),
+        compute_metrics=metrics_from_predictions if args.do_eval_split else None,
+        callbacks=callbacks(args),
         loss_fn=loss_fn,
     )
-    final = run_training(trainer, args, output, do_eval)
-    tokenizer.save_pretrained(str(output))
+    final = run_training(trainer, args, resume)
     temperature = 1.0
-    if do_eval:
+    if args.do_eval_split:
         # Calibrate on dev (Scruples' practice); the stored T is applied at prediction time.
         logits = trainer.predict(eval_ds).predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
         temperature = metrics.fit_temperature(metrics.log_normalize(logits), np.array(eval_ds["counts"]))
-    write_card(trainer, output, {
+    model_args_str = f"pretrained={args.output_dir}"
+    return finish(trainer, args, {
         "kind": "encoder-classifier",
-        "base_model": args.model,
+        "base_model": model_args.model_name_or_path,
         "task": task,
         "loss": args.loss,
+        "adapter": "full",
         "architecture": architecture(spec.dataset),
         "labels": spec.labels,
         "max_length": max_length,
         "truncation_side": "left",
         "temperature": temperature,
-        "train_data": train_source,
-        "eval_data": eval_source,
+        "train_data": split_provenance(spec, args.train_split, args.data_dir, args.limit_train),
+        "eval_data": (split_provenance(spec, args.eval_split, args.data_dir, args.limit_eval)
+                      if args.do_eval_split else None),
         "final_dev_metrics": final,
-        "lm_eval_model_args": f"pretrained={output}",
+        "lm_eval_model_args": model_args_str,
+        "lm_eval_command": lm_eval_command("hf-encoder-classifier", model_args_str, task, data_dir=args.data_dir,
+                                           split=args.eval_split if args.do_eval_split else args.train_split,
+                                           limit=args.limit_eval if args.do_eval_split else args.limit_train),
     })
-    return final
+
+
+def train(args, model_args) -> None:
+    from dataclasses import replace
+
+    from moral_tasks.prompts import TASKS
+
+    if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
+        raise TrainingError("train-encoder fine-tunes the whole encoder: LoRA and quantization flags are for train")
+    if args.task not in (*TASKS, ALL_TASKS):
+        raise TrainingError(f"--task {args.task!r}: not one of {', '.join((*TASKS, ALL_TASKS))}")
+    if args.task != ALL_TASKS:
+        train_one(args, model_args, args.task)
+        return
+    for task in TASKS:
+        train_one(replace(args, output_dir=f"{args.output_dir}/{task}", task=task), model_args, task)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from moral_tasks.prompts import TASKS
-
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    output = Path(args.output)
-    if args.task == ALL_TASKS:
-        for task in TASKS:
-            train_one(args, task, output / task)
-    else:
-        train_one(args, args.task, output)
-    return 0
+    return run_command(PROG, build_parser(), train, argv)

@@ -10,6 +10,11 @@ under a chat template ending in a newline the continuation of option "A" is
 into the model input (``n_prefix`` of them), and the answer token is the last
 one. Their log-probability is a constant shared by all options, so the option
 distribution, and every loss and metric, is exactly lm-eval's.
+
+A prompt longer than the model's maximum length is cut as lm-eval's HF model
+cuts it (``HFLM._loglikelihood_tokens``): the model sees the last
+``max_length`` tokens of context + continuation minus its last token, with
+``max_length`` resolved by lm-eval's own rule (:func:`resolve_max_length`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jinja2
+
+from .common import TrainingError
 
 
 @dataclass
@@ -26,6 +33,19 @@ class Example:
     answer_ids: list[int]  # one token per option, in label order
     counts: list[int]
     n_prefix: int  # how many shared continuation tokens end input_ids
+    truncated: bool = False  # longer than max_length: input_ids were cut from the left
+
+    def features(self) -> dict:
+        """The dataset row the collator reads."""
+        return {"input_ids": self.input_ids, "answer_ids": self.answer_ids, "counts": self.counts}
+
+
+def resolve_max_length(max_length: int | None, model_config, tokenizer) -> int:
+    """``HFLM.max_length``: ``--model_args max_length=``, else the model config, else the tokenizer, else 2048."""
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.models.utils import resolve_max_length as lm_eval_rule
+
+    return max_length or lm_eval_rule(model_config, tokenizer, default=HFLM._DEFAULT_MAX_LENGTH)
 
 
 def chat_renderer(tokenizer):
@@ -67,12 +87,18 @@ def lm_eval_task(task: str, split: str, data_dir: str | None):
     from moral_tasks.lm_eval_plugin import TASKS_DIR
 
     metadata = {"split": split, **({"data_dir": str(data_dir)} if data_dir else {})}
-    return TaskManager(include_path=str(TASKS_DIR), metadata=metadata).load([task])["tasks"][task]
+    # Only our task folder: indexing all of lm-eval's built-in tasks would take most of the run.
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    return manager.load([task])["tasks"][task]
 
 
-def build_examples(task: str, split: str, tokenizer, *, data_dir: str | None = None, chat_template: bool = False,
-                   system_instruction: str | None = None, limit: int | None = None) -> tuple[list[Example], str]:
-    """Examples for every document of ``split``, and the data provenance one-liner."""
+def build_examples(task: str, split: str, tokenizer, *, max_length: int, data_dir: str | None = None,
+                   chat_template: bool = False, system_instruction: str | None = None,
+                   limit: int | None = None) -> list[Example]:
+    """Examples for every document of ``split`` (the first ``limit``), cut to ``max_length`` tokens as lm-eval does."""
+    from moral_tasks.prompts import get_task
+
+    k = len(get_task(task).labels)
     lm_task = lm_eval_task(task, split, data_dir)
     lm_task.build_all_requests(
         limit=limit, rank=0, world_size=1, system_instruction=system_instruction,
@@ -82,19 +108,22 @@ def build_examples(task: str, split: str, tokenizer, *, data_dir: str | None = N
     by_doc: dict[int, list] = {}
     for inst in lm_task.instances:
         by_doc.setdefault(inst.doc_id, []).append(inst)
-    examples, sources = [], set()
+    examples = []
     for doc_id in sorted(by_doc):
-        instances = sorted(by_doc[doc_id], key=lambda i: i.idx)
+        # A document's first K requests are its options in label order as lm-eval scores them; any
+        # further ones (other surface forms of the answer letters) read the same distribution differently.
+        instances = sorted(by_doc[doc_id], key=lambda i: i.idx)[:k]
         doc = instances[0].doc
-        sources.add(doc["data_source"])
         pairs = [encode_pair(tokenizer, *inst.arguments) for inst in instances]
         inputs = {tuple(ctx + cont[:-1]) for ctx, cont in pairs}
         if len(inputs) != 1:
-            raise ValueError(
+            raise TrainingError(
                 f"{task}: the options {[i.arguments[1] for i in instances]!r} do not differ only in their last token "
                 "for this tokenizer; the tasks need single-token options"
             )
         ctx, cont = pairs[0]
-        examples.append(Example(doc["id"], list(inputs.pop()), [c[-1] for _, c in pairs], list(doc["counts"]),
-                                len(cont) - 1))
-    return examples, " + ".join(sorted(sources))
+        input_ids = list(inputs.pop())
+        # lm-eval: (context + continuation)[-(max_length + 1):][:-1], i.e. the last max_length input tokens.
+        examples.append(Example(doc["id"], input_ids[-max_length:], [c[-1] for _, c in pairs], list(doc["counts"]),
+                                len(cont) - 1, truncated=len(input_ids) > max_length))
+    return examples

@@ -1,134 +1,158 @@
-"""``moral-ambiguity train``: fine-tune toward human vote distributions and write a PEFT adapter.
+"""``moral-ambiguity train``: fine-tune a causal LM toward human vote distributions and write a PEFT adapter.
 
-Also runnable as ``python -m trainers`` / ``accelerate launch -m trainers ...``
-(DDP, DeepSpeed ZeRO or FSDP come from the accelerate config; nothing here
-places tensors on devices by hand).
+Flags are TRL's (``TrlParser`` over :class:`trainers.config.VoteTrainingConfig`
+and TRL's ``ModelConfig``): ``--model_name_or_path``, ``--output_dir``,
+``--learning_rate``, ``--max_steps``, ``--lora_r``, ``--use_peft``,
+``--load_in_4bit``, ``--config file.yaml`` ... Also runnable as
+``python -m trainers`` / ``accelerate launch -m trainers ...`` (DDP, DeepSpeed
+ZeRO or FSDP come from the accelerate config; nothing here places tensors on
+devices by hand).
+
+> [!NOTE]
+> These ``ModelConfig`` defaults differ from TRL's: ``use_peft=True`` (LoRA), ``lora_alpha`` = 2 * ``lora_r``,
+> ``lora_dropout=0``, ``lora_target_modules="all-linear"``, ``dtype`` bfloat16 on a GPU that supports it, else
+> float32. ``--use_peft false`` trains all weights; ``--load_in_4bit`` is QLoRA.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from pathlib import Path
+import logging
 
-from .common import add_common_arguments, as_dataset, early_stopping, run_training, training_kwargs, write_card
+from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, resume_checkpoint, run_command,
+                     run_training, split_provenance)
+from .config import LLM_MODEL_DEFAULTS, make_parser, resolve_model_config
 
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from moral_tasks.prompts import TASKS
-
-    p = parser or argparse.ArgumentParser(prog="moral-ambiguity train", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="base model: a local folder or a Hugging Face hub id")
-    p.add_argument("--task", required=True, choices=list(TASKS))
-    p.add_argument("--output", required=True, help="output folder: the PEFT adapter (or full model) and its card")
-    add_common_arguments(p, lr=1e-4)
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--lora-alpha", type=int, default=None, help="default: 2 * lora_r")
-    p.add_argument("--lora-targets", default="all-linear", help="comma-separated module names, or all-linear")
-    p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    p.add_argument("--load-in-4bit", action="store_true", help="QLoRA: 4-bit NF4 base via bitsandbytes")
-    p.add_argument("--chat-template", action="store_true", help="train on chat-formatted prompts (evaluate with --apply_chat_template)")
-    p.add_argument("--system-instruction", help="as lm_eval --system_instruction")
-    return p
+PROG = "moral-ambiguity train"
+log = logging.getLogger(__name__)
 
 
-def _load_model(args, tokenizer):
+def build_parser():
+    return make_parser(PROG, __doc__.splitlines()[0], LLM_MODEL_DEFAULTS)
+
+
+def _kbit_device_map():
+    """A quantized base is placed at load time: on this process's GPU (as TRL's scripts do), else the CPU."""
+    import torch
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index} if torch.cuda.is_available() else None
+
+
+def load_model(model_args, training_args):
+    """The base model, quantized and wrapped in LoRA as ModelConfig says (TRL's helpers)."""
     import torch
     from transformers import AutoModelForCausalLM
+    from trl import get_peft_config, get_quantization_config
 
-    kwargs = {}
-    if torch.cuda.is_available():
-        kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        kwargs["dtype"] = torch.float32
-    if args.load_in_4bit:
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise SystemExit("--load-in-4bit needs bitsandbytes: pip install bitsandbytes") from None
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]
-        )
-    model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs)
-    if args.load_in_4bit:
+            raise TrainingError("--load_in_4bit / --load_in_8bit need bitsandbytes: pip install "
+                                "'moral-ambiguity[qlora]'") from None
+    dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
+        attn_implementation=model_args.attn_implementation, quantization_config=quantization_config,
+        device_map=_kbit_device_map() if quantization_config is not None else None,
+    )
+    peft_config = get_peft_config(model_args)
+    if quantization_config is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        if training_args.gradient_checkpointing:
+            model.enable_input_require_grads()  # LoRA leaves the embeddings frozen
+        model = get_peft_model(model, peft_config)
+    elif quantization_config is not None:
+        raise TrainingError("a quantized base can only be trained through an adapter: drop --use_peft false")
     return model
 
 
-def _peft_config(args):
-    if args.full:
-        return None
-    from peft import LoraConfig
+def train(args, model_args) -> dict:
+    from transformers import AutoConfig
 
-    targets = args.lora_targets if args.lora_targets == "all-linear" else args.lora_targets.split(",")
-    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r, lora_dropout=0.0,
-                      target_modules=targets, task_type="CAUSAL_LM")
+    from loss_plugins import make_loss
+    from moral_tasks.prompts import PROMPT_VERSION, TASKS, get_task
 
+    from .lm_eval_requests import build_examples, resolve_max_length
+    from .model_card import lm_eval_command
+    from .trainer import VoteCollator, VoteTrainer, metrics_from_predictions
 
-def train(args: argparse.Namespace) -> dict:
-    from transformers import AutoTokenizer
-
-    from loss_plugins import get_loss
-    from moral_tasks.prompts import PROMPT_VERSION, get_task
-
-    from .lm_eval_requests import build_examples
-    from .trainer import VoteCollator, VoteTrainer, VoteTrainingConfig, metrics_from_predictions
-
-    loss_fn = get_loss(args.loss)()  # fail fast, before any model is loaded
+    if args.task not in TASKS:
+        raise TrainingError(f"--task {args.task!r}: not one of {', '.join(TASKS)}")
+    loss_fn = make_loss(args.loss)  # fail fast, before any model is loaded
+    resume = resume_checkpoint(args)
+    resolve_model_config(model_args)
     spec = get_task(args.task)
-    output = Path(args.output)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(model_args)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    common = dict(data_dir=args.data_dir, chat_template=args.chat_template, system_instruction=args.system_instruction)
-    train_examples, train_source = build_examples(args.task, args.train_split, tokenizer, limit=args.limit_train, **common)
-    do_eval = args.eval_split.lower() != "none"
-    eval_examples, eval_source = (
-        build_examples(args.task, args.eval_split, tokenizer, limit=args.limit_eval, **common) if do_eval else ([], None)
-    )
+    max_length = resolve_max_length(args.max_length, AutoConfig.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision), tokenizer)
+    common = dict(data_dir=args.data_dir, chat_template=args.apply_chat_template,
+                  system_instruction=args.system_instruction, max_length=max_length)
+    train_examples = build_examples(args.task, args.train_split, tokenizer, limit=args.limit_train, **common)
+    eval_examples = (build_examples(args.task, args.eval_split, tokenizer, limit=args.limit_eval, **common)
+                     if args.do_eval_split else [])
+    truncated = sum(e.truncated for e in train_examples)
+    if truncated:
+        log.warning("%d of %d training documents are longer than max_length=%d tokens and were truncated from the "
+                    "left, as lm-eval does", truncated, len(train_examples), max_length)
 
-    config = VoteTrainingConfig(task=args.task, loss=args.loss, **training_kwargs(args, output, do_eval))
-    model = _load_model(args, tokenizer)
     trainer = VoteTrainer(
-        model=model,
-        args=config,
-        train_dataset=as_dataset([vars(e) for e in train_examples]),
-        eval_dataset=as_dataset([vars(e) for e in eval_examples]) if do_eval else None,
+        model=load_model(model_args, args),
+        args=args,
+        train_dataset=as_dataset([e.features() for e in train_examples]),
+        eval_dataset=as_dataset([e.features() for e in eval_examples]) if args.do_eval_split else None,
         processing_class=tokenizer,
         data_collator=VoteCollator(tokenizer.pad_token_id),
-        peft_config=_peft_config(args),
-        compute_metrics=metrics_from_predictions if do_eval else None,
-        callbacks=early_stopping(args, do_eval),
+        compute_metrics=metrics_from_predictions if args.do_eval_split else None,
+        callbacks=callbacks(args),
         loss_fn=loss_fn,
     )
-    final = run_training(trainer, args, output, do_eval)  # save_model also writes the tokenizer, on rank 0 only
+    final = run_training(trainer, args, resume)
 
+    base = model_args.model_name_or_path
+    weights = f"pretrained={base},peft={args.output_dir}" if model_args.use_peft else f"pretrained={args.output_dir}"
+    model_args_str = f"{weights},dtype={model_args.dtype}"
+    if args.max_length:
+        model_args_str += f",max_length={args.max_length}"
+    extra = (("--apply_chat_template",) if args.apply_chat_template else ()) + (
+        ("--system_instruction", args.system_instruction) if args.system_instruction else ())
     card = {
-        "base_model": args.model,
+        "kind": "causal-lm",
+        "base_model": base,
         "task": args.task,
         "loss": args.loss,
         "prompt_version": PROMPT_VERSION,
         "answer_tokens": [tokenizer.decode(i) for i in train_examples[0].answer_ids],
         "answer_token_ids": train_examples[0].answer_ids,
         "labels": spec.labels,
-        "chat_template": args.chat_template,
+        "chat_template": args.apply_chat_template,
         "system_instruction": args.system_instruction,
-        "adapter": "full" if args.full else ("qlora" if args.load_in_4bit else "lora"),
-        "train_data": train_source,
-        "eval_data": eval_source,
+        "adapter": ("qlora" if model_args.load_in_4bit else "lora") if model_args.use_peft else "full",
+        "lora": {"r": model_args.lora_r, "alpha": model_args.lora_alpha, "dropout": model_args.lora_dropout,
+                 "target_modules": model_args.lora_target_modules} if model_args.use_peft else None,
+        "dtype": model_args.dtype,
+        "max_length": max_length,
+        "truncated_train_docs": truncated,
+        "train_data": split_provenance(spec, args.train_split, args.data_dir, args.limit_train),
+        "eval_data": (split_provenance(spec, args.eval_split, args.data_dir, args.limit_eval)
+                      if args.do_eval_split else None),
         "final_dev_metrics": final,
-        "lm_eval_model_args": f"pretrained={args.model},peft={output}" if not args.full else f"pretrained={output}",
+        "lm_eval_model_args": model_args_str,
+        "lm_eval_command": lm_eval_command("hf", model_args_str, args.task, data_dir=args.data_dir,
+                                           split=args.eval_split if args.do_eval_split else args.train_split,
+                                           limit=args.limit_eval if args.do_eval_split else args.limit_train,
+                                           extra=extra),
     }
-    write_card(trainer, output, card)
-    return card
+    return finish(trainer, args, card)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    train(args)
-    return 0
+    return run_command(PROG, build_parser(), train, argv)

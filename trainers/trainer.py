@@ -1,28 +1,34 @@
-"""``VoteTrainer``: TRL's SFTTrainer trained on human vote distributions with a pluggable loss."""
+"""``VoteTrainer``: a ``transformers.Trainer`` trained on human vote distributions with a pluggable loss.
+
+Plain ``Trainer``, not TRL's ``SFTTrainer``: everything SFTTrainer adds is
+token-level SFT (dataset preparation and packing, the NLL/DFT loss, its
+fused LM head and token metrics), and all of it would be switched off here
+(our collator, our ``compute_loss``); it would also refuse a LoRA adapter on
+``lm_head``. TRL gives us its argument parsing and model/PEFT/quantization
+configuration instead (:mod:`trainers.config`, :mod:`trainers.train`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
 
 import numpy as np
 import torch
-from trl import SFTConfig, SFTTrainer
+from transformers import Trainer, TrainerCallback
 
-from loss_plugins import get_loss
+from .checkpoints import last_complete_checkpoint
 
 
-@dataclass
-class VoteTrainingConfig(SFTConfig):
-    """SFTConfig plus what the vote-distribution objective needs; set to keep TRL's text pipeline out of the way."""
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient norm or weight: training stops before it reaches the model or the disk."""
 
-    task: str = field(default="moral_dilemmas", metadata={"help": "moral_dilemmas | moral_anecdotes | moral_anecdotes_binary"})
-    loss: str = field(default="soft_cross_entropy", metadata={"help": "a registered loss name or module:Class"})
-    # Our collator supplies counts and answer ids; TRL must neither drop nor re-tokenise them.
-    remove_unused_columns: bool = False
-    label_names: list[str] = field(default_factory=lambda: ["counts"])
-    dataset_kwargs: dict = field(default_factory=lambda: {"skip_prepare_dataset": True})
-    gradient_checkpointing: bool = False
-    report_to: str = "none"
+    def __init__(self, step: int, what: str, output_dir: str):
+        last = last_complete_checkpoint(output_dir, warn=False)
+        super().__init__(
+            f"training diverged at step {step}: {what}; nothing non-finite was saved; last good checkpoint: "
+            f"{last or 'none'} (lower --learning_rate or fix the loss)"
+        )
+        self.step, self.last_checkpoint = step, last
 
 
 class VoteCollator:
@@ -78,9 +84,39 @@ class VoteLossMixin:
     # gradient-accumulation steps itself (it would not for a model that accepts loss kwargs).
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, loss_fn=None, **kwargs):
+    def __init__(self, *args, loss_fn, **kwargs):
         super().__init__(*args, **kwargs)
-        self.loss_fn = loss_fn if loss_fn is not None else get_loss(self.args.loss)()
+        self.loss_fn = loss_fn
+        self._bad_loss: float | None = None
+        self.add_callback(_StopOnNonFinite(self))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._bad_loss is None and not torch.isfinite(loss):
+            self._bad_loss = loss.item()  # acted on before the optimizer step, on every process at once
+        return loss
+
+    def check_finite_step(self, model) -> None:
+        """Raise :class:`TrainingDiverged` if this step's loss or (clipped) gradient norm is not finite."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+        bad = torch.tensor([self._bad_loss is not None, not math.isfinite(grad_norm)], device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad.float(), reduction="sum") > 0
+        if bad.any():
+            step = self.state.global_step + 1
+            what = (f"the loss is {self._bad_loss}" if self._bad_loss is not None
+                    else f"the gradient norm is {grad_norm}" if not math.isfinite(grad_norm)
+                    else "the loss or gradient norm is not finite on another process")
+            raise TrainingDiverged(step, f"{what} (stopped before the optimizer step)", self.args.output_dir)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        # Checkpoints and the final adapter alike: weights that are not finite never reach the disk.
+        bad = [n for n, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(self.state.global_step, f"{len(bad)} trained weight tensors are not finite "
+                                   f"(first: {bad[0]}; not saved)", self.args.output_dir)
+        super().save_model(output_dir, _internal_call)
 
     def option_logits(self, model, inputs: dict) -> torch.Tensor:
         raise NotImplementedError
@@ -101,8 +137,18 @@ class VoteLossMixin:
         return loss.detach(), outputs["option_logits"].float(), inputs["counts"]
 
 
-class VoteTrainer(VoteLossMixin, SFTTrainer):
-    """SFTTrainer on the K answer-token logits of a causal LM."""
+class _StopOnNonFinite(TrainerCallback):
+    """Checks each step between the gradient clipping and the optimizer step."""
+
+    def __init__(self, trainer: VoteLossMixin):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.trainer.check_finite_step(model if model is not None else self.trainer.model)
+
+
+class VoteTrainer(VoteLossMixin, Trainer):
+    """Trainer on the K answer-token logits of a causal LM."""
 
     def option_logits(self, model, inputs: dict) -> torch.Tensor:
         return answer_logits(model, inputs)
