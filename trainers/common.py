@@ -93,11 +93,13 @@ def split_provenance(spec, split: str, data_dir, limit: int | None) -> dict:
 def run_training(trainer, args, resume: str | None) -> dict:
     """Train (from ``resume``, see :func:`resume_checkpoint`), save, and return the final dev metrics."""
     from moral_tasks.metrics import METRIC_NAMES
+    from moral_tasks.scoring import IN_SAMPLE
 
     trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate() if args.do_eval_split else {}
     trainer.save_model(args.output_dir)
-    return {k: final[f"eval_{k}"] for k in ("loss", *METRIC_NAMES) if f"eval_{k}" in final}
+    # Named as lm_eval names them: the dev temperature is fitted on the dev split itself (in-sample).
+    return {IN_SAMPLE.get(k, k): final[f"eval_{k}"] for k in ("loss", *METRIC_NAMES) if f"eval_{k}" in final}
 
 
 def finish(trainer, args, card: dict) -> dict:
