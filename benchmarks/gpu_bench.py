@@ -48,7 +48,7 @@ TINY = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_l
             num_key_value_heads=2, max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-6,
             tie_word_embeddings=False)
 FULL_RUN = dict(eval_docs=2048, eval_batch_size=64, train_batch_size=8, seq_len=512, steps=3, matmul_n=8192)
-DRY_RUN = dict(eval_docs=16, eval_batch_size=8, train_batch_size=2, seq_len=32, steps=1, matmul_n=256)
+DRY_RUN = dict(eval_docs=200, eval_batch_size=16, train_batch_size=2, seq_len=32, steps=1, matmul_n=256)
 TOKENIZER = REPO / "tests" / "fixtures" / "tiny-llama"
 # Dense bf16 rate of an H100/H200 SXM from NVIDIA's datasheet, for reference next to the measured one.
 DATASHEET_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -262,9 +262,12 @@ def _sync(device) -> None:
 # =========================================================================== evaluation
 
 def dilemmas_dir(root: Path, n_docs: int) -> Path:
-    """A test split of ``n_docs`` real dilemmas (the bundled sample's rows, cycled, each with its own id) and a dev split.
+    """A test split of ``n_docs`` real dilemmas (the bundled sample's rows, cycled) and a dev split.
 
-    The dev split is there because lm-eval reads the task's validation split when it builds the task.
+    Each cycled copy gets its own id AND its own text (a case number after each action): lm-eval
+    scores identical requests once, so repeated prompts would be served from its cache and inflate
+    documents/s (measured: 3 forward passes for 2,048 cycled documents). The dev split is there
+    because lm-eval reads the task's validation split when it builds the task.
     """
     from moral_tasks.data import SAMPLE_DIR
 
@@ -273,7 +276,8 @@ def dilemmas_dir(root: Path, n_docs: int) -> Path:
     with open(root / "test.scruples-dilemmas.jsonl", "w") as fh:
         for i in range(n_docs):
             row = rows[i % len(rows)]
-            fh.write(json.dumps({**row, "id": f"{row['id']}-{i // len(rows)}"}) + "\n")
+            actions = [{**a, "description": f"{a['description']} (case {i})"} for a in row["actions"]]
+            fh.write(json.dumps({**row, "id": f"{row['id']}-{i // len(rows)}", "actions": actions}) + "\n")
     (root / "dev.scruples-dilemmas.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[:40]))
     return root
 
@@ -332,6 +336,9 @@ def bench_eval(model, tokenizer, data_dir: Path, batch_size: int, peak: float) -
     useful = sum(forward_flops(cfg, 1, t) for t in real_tokens)
     padded = sum(forward_flops(cfg, b, t) for b, t in shapes)
     n = out["n-samples"]["moral_dilemmas"]["effective"]
+    if len(real_tokens) != n:  # repeated prompts are scored once by lm-eval: documents/s would be inflated
+        raise RuntimeError(f"{len(real_tokens)} distinct prompts for {n} documents: the figures would count "
+                           "documents that lm-eval served from its cache")
     result = {
         "docs": n,
         "docs_per_s": round(n / seconds, 2),
