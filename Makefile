@@ -12,6 +12,8 @@ TORCH ?= torch==2.13.0
 # Where PyPI's torch is a CUDA build, point this at a CPU index, e.g. https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
+# One pytest-xdist worker per core; a file's tests stay on one worker, so its fixtures are built once.
+PYTEST_WORKERS ?= auto
 
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
@@ -51,7 +53,7 @@ demo: $(VENV)/.core
 	$(VENV)/bin/moral-ambiguity demo
 
 test: $(VENV)/.all
-	$(call pytest,-q)
+	$(call pytest,-q -n $(PYTEST_WORKERS) --dist loadfile)
 
 test-fast: $(VENV)/.all
-	$(call pytest,-q -m "not slow")
+	$(call pytest,-q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow")

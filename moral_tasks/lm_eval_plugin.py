@@ -44,6 +44,16 @@ def install(manager_module=None) -> None:
 
     cls.__init__ = __init__
     cls._moral_ambiguity_installed = True
+    _cache_lm_eval_task_index(manager_module)
+
+
+def _cache_lm_eval_task_index(manager_module) -> None:
+    from importlib.metadata import version
+
+    from .task_index_cache import install as install_cache
+
+    # manager.py lives in lm-eval's task folder (``lm_eval.tasks`` is still being imported here).
+    install_cache(manager_module.TaskIndex, Path(manager_module.__file__).parent, version("lm_eval"))
 
 
 def install_models(registry_module=None) -> None:

@@ -6,7 +6,6 @@ Faults (bad board files, failing entries, wrong samples files) are in tests/faul
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 
@@ -236,9 +235,6 @@ def test_summary_names_the_best_entry_and_the_significant_difference(small_board
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("moral_tasks.rescore") is None,
-                    reason="WAITS FOR THE HARNESS MERGE: lm_eval here still writes samples of format 1, which the "
-                           "leaderboard refuses; runs once one record per document and moral_tasks.rescore are in")
 def test_end_to_end_board_base_two_adapters_and_an_api_model(board_run):
     """The real lm_eval: base + two adapters + an API model on llama.cpp; rerun from cache."""
     if not board_run.api:
@@ -316,3 +312,18 @@ def test_sig_keeps_four_significant_digits(x):
     digits = text.replace(".", "").lstrip("0")
     assert len(digits) == 4 or (len(digits) == 5 and float(text) >= 9999.5)  # 9999.7 rounds up to 10000
     assert float(text) == pytest.approx(x, rel=5.01e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["soft_cross_entropy", "dirichlet_multinomial"])
+def test_training_lowers_train_xentropy_through_lm_eval_peft(board_run, adapters, loss):
+    """The trainer's round trip, read off the board: each loss's adapter, evaluated by the real lm_eval CLI with
+    peft= (the board's runs), beats the base. Here, beside the board test, so that both share one board per worker."""
+    card = json.loads((adapters.get(loss) / "moral_ambiguity_card.json").read_text())
+    assert card["loss"] == loss and card["steps"] == 200 and card["adapter"] == "lora"
+    assert card["train_data"]["source"] == "sample" and card["train_data"]["rows_used"] == 40
+    assert card["train_data"]["dataset"] == "scruples-v1.0/dilemmas" and card["train_data"]["split"] == "train"
+    assert (adapters.get(loss) / "adapter_config.json").exists()
+    xent = {r["entry"]: float(r["value"]) for r in board_run.rows if r["metric"] == "xentropy"}
+    name = {"soft_cross_entropy": "tiny-sce", "dirichlet_multinomial": "tiny-dm"}[loss]
+    assert xent[name] < xent["tiny-base"] - 0.05, xent

@@ -106,19 +106,6 @@ def train_in_process(capsys):
     return call
 
 
-@pytest.mark.parametrize("loss", ["soft_cross_entropy", "dirichlet_multinomial"])
-def test_training_lowers_train_xentropy_through_lm_eval_peft(board_run, adapters, loss):
-    """Each loss's adapter, evaluated by the real lm_eval CLI with peft= (the board's runs), beats the base."""
-    card = json.loads((adapters.get(loss) / "moral_ambiguity_card.json").read_text())
-    assert card["loss"] == loss and card["steps"] == 200 and card["adapter"] == "lora"
-    assert card["train_data"]["source"] == "sample" and card["train_data"]["rows_used"] == 40
-    assert card["train_data"]["dataset"] == "scruples-v1.0/dilemmas" and card["train_data"]["split"] == "train"
-    assert (adapters.get(loss) / "adapter_config.json").exists()
-    xent = {r["entry"]: float(r["value"]) for r in board_run.rows if r["metric"] == "xentropy"}
-    name = {"soft_cross_entropy": "tiny-sce", "dirichlet_multinomial": "tiny-dm"}[loss]
-    assert xent[name] < xent["tiny-base"] - 0.05, xent
-
-
 def test_model_card_command_reproduces_the_dev_metrics(tiny_model, tmp_path, train_in_process):
     """The README's lm_eval command, run as written, gives the dev metrics the card reports."""
     import hashlib
