@@ -11,7 +11,10 @@ task's one line per dilemma carries both presentation orders, so its prompt copi
 
 from __future__ import annotations
 
+import pytest
 from harness_runs import main_run, read_run, tiny_lm  # noqa: F401
+
+pytestmark = pytest.mark.slow  # main_run is one lm_eval run (~15 s), shared with test_lm_eval_e2e
 
 # Bytes per line, mean over main_run's 10 synthetic dilemmas: 3437 and 4595 measured
 # (4262 and 5741 on the bundled sample's longer texts), plus ~10%.  A change that grows
