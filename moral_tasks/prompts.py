@@ -8,7 +8,7 @@ or label order is a change of PROMPT_VERSION (it is recorded in every result).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable
 
 PROMPT_VERSION = "1"
 
@@ -21,17 +21,29 @@ def _letters(k: int) -> tuple[str, ...]:
     return tuple("ABCDE"[:k])
 
 
-def dilemma_prompt(doc: dict) -> str:
-    # Scruples asked annotators which action is LESS ethical; gold_annotations[0]
-    # counts votes for the first action, so option A is actions[0].
-    first, second = (a["description"] for a in doc["actions"])
-    return (
-        "Consider these two actions.\n"
-        f"A. {first}\n"
-        f"B. {second}\n"
-        "Which action is less ethical? Answer with A or B.\n"
-        "Answer:"
-    )
+@dataclass(frozen=True)
+class Prompt:
+    """A multiple-choice prompt described as data; calling it on a document renders it.
+
+    Rendered: the story (``story``), ``lead``, one line ``"<marker>. <option>"`` per option
+    (``options``, or the dilemma's actions when None), ``tail``, then ``"Answer:"``.  In
+    ``tail``, ``{choices}`` becomes the markers as "A, B or C" and ``{json}`` the JSON
+    reply shape of the verbalized readout.
+    """
+
+    lead: str
+    tail: str
+    options: tuple[str, ...] | None = None
+    markers: str = "ABCDE"
+    story: bool = False
+
+    def __call__(self, doc: dict) -> str:
+        texts = self.options if self.options is not None else [a["description"] for a in doc["actions"]]
+        markers = self.markers[:len(texts)]
+        lines = "".join(f"{m}. {text}\n" for m, text in zip(markers, texts))
+        tail = self.tail.format(choices=", ".join(markers[:-1]) + " or " + markers[-1],
+                                json="{" + ", ".join(f'"{m}": <percent>' for m in markers) + "}")
+        return (_story(doc) if self.story else "") + self.lead + lines + tail + "Answer:"
 
 
 def reorder_actions(doc: dict, perm: tuple[int, ...]) -> dict:
@@ -43,31 +55,17 @@ def _story(doc: dict) -> str:
     return f"Title: {doc['title']}\n\n{doc['text'].strip()}\n\n"
 
 
-def anecdote_prompt(doc: dict) -> str:
-    return (
-        _story(doc)
-        + "Who is in the wrong in this story?\n"
-        "A. The author\n"
-        "B. The other person or people\n"
-        "C. Everybody involved\n"
-        "D. Nobody\n"
-        "E. More information is needed to tell\n"
-        "Answer with A, B, C, D or E.\n"
-        "Answer:"
-    )
-
-
-def anecdote_binary_prompt(doc: dict) -> str:
-    # The mapping is spelled out: public code disagrees on whether "yes" means
-    # RIGHT or WRONG, so we avoid yes/no altogether.
-    return (
-        _story(doc)
-        + "Did the author act rightly or wrongly?\n"
-        "A. The author was in the right\n"
-        "B. The author was in the wrong\n"
-        "Answer with A or B.\n"
-        "Answer:"
-    )
+# Scruples asked annotators which action is LESS ethical; gold_annotations[0]
+# counts votes for the first action, so option A is actions[0].
+dilemma_prompt = Prompt("Consider these two actions.\n", "Which action is less ethical? Answer with {choices}.\n")
+ANECDOTE_OPTIONS = ("The author", "The other person or people", "Everybody involved", "Nobody",
+                    "More information is needed to tell")
+anecdote_prompt = Prompt("Who is in the wrong in this story?\n", "Answer with {choices}.\n", ANECDOTE_OPTIONS,
+                         story=True)
+# The mapping is spelled out: public code disagrees on whether "yes" means
+# RIGHT or WRONG, so we avoid yes/no altogether.
+anecdote_binary_prompt = Prompt("Did the author act rightly or wrongly?\n", "Answer with {choices}.\n",
+                                ("The author was in the right", "The author was in the wrong"), story=True)
 
 
 def encoder_inputs(dataset: str, doc: dict) -> list:
@@ -219,83 +217,22 @@ def base_task(name: str) -> str:
 # Prompts of the generation readouts (moral_tasks.readouts) and of the prompt-sensitivity
 # templates. The sampling and answer readouts ask the log-probability tasks' own prompts.
 
-_ANECDOTE_OPTIONS = ("The author", "The other person or people", "Everybody involved", "Nobody",
-                     "More information is needed to tell")
-
-
-def _json_format(letters: Sequence[str]) -> str:
-    return "{" + ", ".join(f'"{letter}": <percent>' for letter in letters) + "}"
-
-
-def dilemma_verbalized_prompt(doc: dict) -> str:
-    first, second = (a["description"] for a in doc["actions"])
-    return (
-        "Consider these two actions.\n"
-        f"A. {first}\n"
-        f"B. {second}\n"
-        "Suppose 100 people were asked which action is less ethical. What percentage of them would choose each?\n"
-        f"Reply with only a JSON object: {_json_format('AB')}\n"
-        "Answer:"
-    )
-
-
-def anecdote_verbalized_prompt(doc: dict) -> str:
-    options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCDE", _ANECDOTE_OPTIONS))
-    return (
-        _story(doc)
-        + "Suppose 100 people read this story and were asked who is in the wrong:\n"
-        + options
-        + "What percentage of them would give each answer?\n"
-        f"Reply with only a JSON object: {_json_format('ABCDE')}\n"
-        "Answer:"
-    )
-
-
-def dilemma_paraphrase_prompt(doc: dict) -> str:
-    first, second = (a["description"] for a in doc["actions"])
-    return (
-        "Here are two things a person might do.\n"
-        f"A. {first}\n"
-        f"B. {second}\n"
-        "Of the two, which one is morally worse? Reply A or B.\n"
-        "Answer:"
-    )
-
-
-def dilemma_numbered_prompt(doc: dict) -> str:
-    first, second = (a["description"] for a in doc["actions"])
-    return (
-        "Consider these two actions.\n"
-        f"1. {first}\n"
-        f"2. {second}\n"
-        "Which action is less ethical? Answer with 1 or 2.\n"
-        "Answer:"
-    )
-
-
-def anecdote_paraphrase_prompt(doc: dict) -> str:
-    return (
-        _story(doc)
-        + "Who behaved badly here?\n"
-        "A. The person telling the story\n"
-        "B. The others in the story\n"
-        "C. All of them\n"
-        "D. No one\n"
-        "E. It cannot be judged without more information\n"
-        "Reply A, B, C, D or E.\n"
-        "Answer:"
-    )
-
-
-def anecdote_numbered_prompt(doc: dict) -> str:
-    options = "".join(f"{n}. {text}\n" for n, text in zip("12345", _ANECDOTE_OPTIONS))
-    return (
-        _story(doc)
-        + "Who is in the wrong in this story?\n"
-        + options
-        + "Answer with 1, 2, 3, 4 or 5.\n"
-        "Answer:"
-    )
+_JSON_REPLY = "Reply with only a JSON object: {json}\n"
+dilemma_verbalized_prompt = Prompt(
+    "Consider these two actions.\n",
+    "Suppose 100 people were asked which action is less ethical. What percentage of them would choose each?\n"
+    + _JSON_REPLY)
+anecdote_verbalized_prompt = Prompt("Suppose 100 people read this story and were asked who is in the wrong:\n",
+                                    "What percentage of them would give each answer?\n" + _JSON_REPLY,
+                                    ANECDOTE_OPTIONS, story=True)
+dilemma_paraphrase_prompt = Prompt("Here are two things a person might do.\n",
+                                   "Of the two, which one is morally worse? Reply {choices}.\n")
+dilemma_numbered_prompt = replace(dilemma_prompt, markers="12")
+anecdote_paraphrase_prompt = Prompt(
+    "Who behaved badly here?\n", "Reply {choices}.\n",
+    ("The person telling the story", "The others in the story", "All of them", "No one",
+     "It cannot be judged without more information"), story=True)
+anecdote_numbered_prompt = replace(anecdote_prompt, markers="12345")
 
 
 def _readout(base: str, readout: str, prompt: Callable[[dict], str] | None = None) -> TaskSpec:

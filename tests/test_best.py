@@ -317,3 +317,19 @@ def test_cli_bad_prior_file_is_named(tmp_path, capsys):
     assert main(["--counts", str(counts), "--prior-counts", str(prior)]) == 2
     err = capsys.readouterr().err
     assert str(prior) in err and "3 classes" in err
+
+
+def test_tiny_corpus_without_over_dispersion_fits_without_overflow():
+    """Three identical dilemmas, 1 vote against 4 each (the leaderboard fault tests' corpus).
+
+    Worked by hand: identical rows show no over-dispersion, so the likelihood grows without
+    bound as sum(alpha) -> inf at the pooled mean 3/15 = 0.2, 12/15 = 0.8.  The fit must stop
+    at a finite, large alpha with that mean and raise no overflow or NaN warning on the way.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alpha = fit_dirichlet_prior(np.array([[1, 4]] * 3))
+    assert np.isfinite(alpha).all() and alpha.sum() > 1e6
+    np.testing.assert_allclose(alpha / alpha.sum(), [0.2, 0.8], atol=1e-3)

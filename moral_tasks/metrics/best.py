@@ -61,6 +61,10 @@ from scipy.special import digamma, gammaln, xlogy
 from . import core as M
 
 ALPHA_MIN = 1e-10
+# Counts with no over-dispersion have their maximum at sum(alpha) -> inf; the search stops
+# here instead of letting exp(log alpha) overflow to inf (and gammaln differences to NaN).
+# At 1e12 the prior's mean outweighs any corpus's votes, so the posterior is its limit.
+ALPHA_MAX = 1e12
 # Gamma variates per sampling chunk (~2 MB of float64): bounds memory whatever
 # N, K and n_samples are, and keeps the scoring passes in cache.
 CHUNK_ELEMENTS = 1 << 18
@@ -118,8 +122,8 @@ def fit_dirichlet_prior(counts: np.ndarray) -> np.ndarray:
     """Maximum-likelihood Dirichlet-multinomial ``alpha`` for an N x K count matrix.
 
     L-BFGS-B in ``log alpha`` from ``alpha = 1`` with ``alpha >= 1e-10``, as in
-    Scruples.  When the counts show no over-dispersion the maximum is at
-    ``sum(alpha) -> inf`` and the optimiser stops at some large ``alpha``.
+    Scruples, and ``alpha <= ALPHA_MAX``.  When the counts show no over-dispersion the
+    maximum is at ``sum(alpha) -> inf`` and the optimiser stops at some large ``alpha``.
     """
     counts = validate_counts(counts)
     n = counts.shape[0]
@@ -130,9 +134,9 @@ def fit_dirichlet_prior(counts: np.ndarray) -> np.ndarray:
         return -value / n, -grad * alpha / n
 
     result = minimize(objective, np.zeros(counts.shape[1]), jac=True, method="L-BFGS-B",
-                      bounds=[(np.log(ALPHA_MIN), None)] * counts.shape[1],
+                      bounds=[(np.log(ALPHA_MIN), np.log(ALPHA_MAX))] * counts.shape[1],
                       options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 10_000})
-    return np.maximum(np.exp(result.x), ALPHA_MIN)
+    return np.clip(np.exp(result.x), ALPHA_MIN, ALPHA_MAX)
 
 
 METRICS = ("xentropy", "accuracy", "f1_macro", "tvd", "jsd", "brier", "ece")

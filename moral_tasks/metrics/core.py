@@ -112,9 +112,15 @@ def _argmin_1d(f: Callable[[float], float], bounds: tuple[float, float]) -> floa
     return x
 
 
-def _warn_at_bound(name: str, value: float, bounds: tuple[float, float], meaning: dict[str, str]) -> None:
-    side = "lower" if np.log(value) - bounds[0] <= AT_BOUND_TOL else "upper"
-    log.warning("%s fit ran to its %s search bound (%.3g): %s", name, side, value, meaning[side])
+def _fit_log_scale(objective: Callable[[float], float], bounds: tuple[float, float], name: str,
+                   meaning: dict[str, str]) -> Fit:
+    """Minimise ``objective(log x)`` over log-space ``bounds``; a bound hit is logged with what it means."""
+    log_x = _argmin_1d(objective, bounds)
+    fit = Fit(float(np.exp(log_x)), bool(at_bound(log_x, bounds)))
+    if fit.at_bound:
+        side = "lower" if log_x - bounds[0] <= AT_BOUND_TOL else "upper"
+        log.warning("%s fit ran to its %s search bound (%.3g): %s", name, side, fit.value, meaning[side])
+    return fit
 
 
 TEMPERATURE_AT_BOUND = {
@@ -143,11 +149,8 @@ def temperature_fit(logq, counts) -> Fit:
     if temperature_has_no_effect(logq):
         return Fit(1.0, False)
     p = vote_shares(counts)
-    log_t = _argmin_1d(lambda lt: xent_rows(log_softmax(logq / np.exp(lt), axis=-1), p).mean(), LOG_T_BOUNDS)
-    fit = Fit(float(np.exp(log_t)), bool(at_bound(log_t, LOG_T_BOUNDS)))
-    if fit.at_bound:
-        _warn_at_bound("temperature", fit.value, LOG_T_BOUNDS, TEMPERATURE_AT_BOUND)
-    return fit
+    return _fit_log_scale(lambda lt: xent_rows(log_softmax(logq / np.exp(lt), axis=-1), p).mean(),
+                          LOG_T_BOUNDS, "temperature", TEMPERATURE_AT_BOUND)
 
 
 def fit_temperature(logq, counts) -> float:
@@ -186,11 +189,8 @@ def dirichlet_nll(logq, counts, concentration: float) -> float:
 def concentration_fit(logq, counts) -> Fit:
     """Maximum-likelihood s for alpha = s * q over the corpus, and whether it hit a bound (logged)."""
     logq, counts = check_inputs(logq, counts)
-    log_s = _argmin_1d(lambda ls: dm_nll_rows(logq, counts, np.exp(ls)).mean(), LOG_S_BOUNDS)
-    fit = Fit(float(np.exp(log_s)), bool(at_bound(log_s, LOG_S_BOUNDS)))
-    if fit.at_bound:
-        _warn_at_bound("Dirichlet concentration", fit.value, LOG_S_BOUNDS, CONCENTRATION_AT_BOUND)
-    return fit
+    return _fit_log_scale(lambda ls: dm_nll_rows(logq, counts, np.exp(ls)).mean(),
+                          LOG_S_BOUNDS, "Dirichlet concentration", CONCENTRATION_AT_BOUND)
 
 
 def fit_concentration(logq, counts) -> float:

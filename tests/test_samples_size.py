@@ -1,0 +1,30 @@
+"""How large a samples line is: one line per dilemma, and what it may cost.
+
+Measured on the tiny model (docs/tidy.md has the breakdown), a moral_dilemmas line is about
+4.2 KB, of which lm-eval's own fields are most: ``arguments`` (the prompt once per request:
+2 options x 2 surface variants, ~1.0 KB), ``doc`` (~0.5 KB), ``resps`` + ``filtered_resps``
+(~0.3 KB), the three sha256 hashes (~0.25 KB) and the ``metrics`` name list (~0.4 KB).  Ours
+is the record (~0.8 KB, of which ~0.37 KB is the run's scoring settings repeated per line)
+and the metric keys, each holding only the doc id (~1.0 KB for 25 keys).  The debiased
+task's one line per dilemma carries both presentation orders, so its prompt copies double.
+"""
+
+from __future__ import annotations
+
+import pytest
+from harness_runs import main_run, read_run, tiny_lm  # noqa: F401
+
+pytestmark = pytest.mark.slow  # main_run is one lm_eval run (~15 s), shared with test_lm_eval_e2e
+
+# Bytes per line, mean over main_run's 10 synthetic dilemmas: 3437 and 4595 measured
+# (4262 and 5741 on the bundled sample's longer texts), plus ~10%.  A change that grows
+# every line (another per-request field, a record field repeated) fails here.
+LIMITS = {"moral_dilemmas": 3800, "moral_dilemmas_debiased": 5100}
+
+
+def test_a_dilemma_samples_line_stays_under_its_measured_size(main_run):
+    _, _, files = read_run(main_run)
+    for task, limit in LIMITS.items():
+        lines = files[task].read_bytes().splitlines()
+        per_line = sum(len(line) + 1 for line in lines) / len(lines)
+        assert per_line <= limit, f"{task}: {per_line:.0f} bytes per dilemma (limit {limit})"
