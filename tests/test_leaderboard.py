@@ -316,3 +316,41 @@ def test_sig_keeps_four_significant_digits(x):
     digits = text.replace(".", "").lstrip("0")
     assert len(digits) == 4 or (len(digits) == 5 and float(text) >= 9999.5)  # 9999.7 rounds up to 10000
     assert float(text) == pytest.approx(x, rel=5.01e-4)
+
+
+@pytest.mark.slow
+def test_one_models_readouts_side_by_side_with_paired_tests_and_answer_consistency(tmp_path):
+    """A results folder of one model with the log-probability, sampling and answer runs of moral_dilemmas,
+    through ``moral-ambiguity leaderboard --results``: readout column, paired readout tests, consistency."""
+    from moral_tasks.cli.main import main
+    from moral_tasks.readouts.readout import read_replies
+
+    def readout(task, kind, doc_id, replies, counts):
+        settings = {**SCORING, "readout": kind, "samples": len(replies), "smoothing": 1.0}
+        return read_replies(task, doc_id, kind, replies, ("FIRST", "SECOND"), ("A", "B"), counts, None,
+                            settings).to_json()
+
+    counts = [[4, 1], [3, 2], [1, 4], [0, 5], [5, 0], [2, 3]]
+    logprob = [record("moral_dilemmas", f"d{i}", [0.8, 0.2], c) for i, c in enumerate(counts)]  # argmax A always
+    written = ["A", "B", "B", "A", "no idea", "A"]  # differs on d1, d2; d4 unparsed
+    answer = [readout("moral_dilemmas_answer", "answer", f"d{i}", [w], c) for i, (w, c) in enumerate(zip(written, counts))]
+    sampling = [readout("moral_dilemmas_sampling", "sampling", f"d{i}", ["A", "B", "B"], c) for i, c in enumerate(counts)]
+    write_run(tmp_path / "res", "m", {"moral_dilemmas": {"records": logprob},
+                                      "moral_dilemmas_answer": {"records": answer},
+                                      "moral_dilemmas_sampling": {"records": sampling}})
+    assert main(["leaderboard", "--results", str(tmp_path / "res"), "--output", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").read_text().splitlines()))
+    readouts = {r["task"]: r["readout"] for r in rows if r["entry"] == "m" and r["metric"] != "answer_consistency"}
+    assert readouts == {"moral_dilemmas": "logprob", "moral_dilemmas_answer": "answer",
+                        "moral_dilemmas_sampling": "sampling"}
+    (rate,) = [float(r["value"]) for r in rows if r["metric"] == "answer_consistency"]
+    assert rate == pytest.approx(2 / 5)  # 5 compared, 2 differ
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| m | moral_dilemmas | 2 | 5 | 1 | 40.0% |" in md
+    # Sampling q = (1+1, 2+1)/5 = (0.4, 0.6) on every document vs (0.8, 0.2): the per-document xentropy
+    # difference, worked by hand, is the paired comparison's mean difference.
+    shares = np.array(counts) / 5
+    diff = -(shares @ np.log([0.4, 0.6])) + shares @ np.log([0.8, 0.2])
+    line = next(x for x in md.splitlines() if x.startswith("| moral_dilemmas_sampling | m (sampling) | m (logprob) |"))
+    assert f"{diff.mean():+.3g}" in line and line.endswith("| 6 |")
+    assert "| moral_dilemmas_answer | m (answer) | m (logprob) |" in md  # on the 5 documents with a written answer

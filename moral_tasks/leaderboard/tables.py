@@ -39,6 +39,9 @@ def write_csv(board: dict, path: Path) -> None:
                 if (gap := (row.get("gap_closed") or {}).get(task)) is not None:
                     writer.writerow([row["name"], row["kind"], task, row["readout"][task], "gap_closed", gap, None,
                                      None, ""])
+            for task, c in (row.get("answer_consistency") or {}).items():
+                writer.writerow([row["name"], row["kind"], task, "answer", "answer_consistency", c["rate"], None, None,
+                                 ""])
             for task, error in (row.get("error") or {}).items():
                 writer.writerow([row["name"], row["kind"], "" if task == "*" else task, "", "", None, None, None,
                                  error])
@@ -119,6 +122,13 @@ def write_markdown(board: dict, path: Path) -> None:
         for c in board["comparisons"]:
             lines.append(f"| {c['task']} | {c['a']} | {c['b']} | {c['mean_diff']:+.3g} [{c['ci_low']:+.3g}, "
                          f"{c['ci_high']:+.3g}] | {c['p_value']:.3g} | {c['p_holm']:.3g} | {c['n_docs']} |")
+    consistency = [(r["name"], task, c) for r in board["rows"] for task, c in (r.get("answer_consistency") or {}).items()]
+    if consistency:
+        lines += ["", "## Answer consistency (first-token argmax vs the written answer, same prompt)", "",
+                  "| entry | task | differ | compared | unparsed | rate |", "|---|---|---|---|---|---|"]
+        for name, task, c in consistency:
+            rate = "" if c["rate"] is None else f"{c['rate']:.1%}"
+            lines.append(f"| {name} | {task} | {c['differ']} | {c['compared']} | {c['unparsed']} | {rate} |")
     failed = [r for r in board["rows"] if r.get("error")]
     if failed:
         lines += ["", "## Failed entries", ""]
