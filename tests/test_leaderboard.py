@@ -354,3 +354,6 @@ def test_one_models_readouts_side_by_side_with_paired_tests_and_answer_consisten
     line = next(x for x in md.splitlines() if x.startswith("| moral_dilemmas_sampling | m (sampling) | m (logprob) |"))
     assert f"{diff.mean():+.3g}" in line and line.endswith("| 6 |")
     assert "| moral_dilemmas_answer | m (answer) | m (logprob) |" in md  # on the 5 documents with a written answer
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert 'id="answer-consistency"' in page and "<td data-v=\"0.4\">40.0%</td>" in page
+    assert "m (sampling)" in page
