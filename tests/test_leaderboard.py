@@ -335,13 +335,17 @@ def test_one_models_readouts_side_by_side_with_paired_tests_and_answer_consisten
     written = ["A", "B", "B", "A", "no idea", "A"]  # differs on d1, d2; d4 unparsed
     answer = [readout("moral_dilemmas_answer", "answer", f"d{i}", [w], c) for i, (w, c) in enumerate(zip(written, counts))]
     sampling = [readout("moral_dilemmas_sampling", "sampling", f"d{i}", ["A", "B", "B"], c) for i, c in enumerate(counts)]
+    numbered = [record("moral_dilemmas", f"d{i}", [0.5, 0.5], c) for i, c in enumerate(counts)]
+    for r in numbered:
+        r["task"] = "moral_dilemmas_numbered"
     write_run(tmp_path / "res", "m", {"moral_dilemmas": {"records": logprob},
+                                      "moral_dilemmas_numbered": {"records": numbered},
                                       "moral_dilemmas_answer": {"records": answer},
                                       "moral_dilemmas_sampling": {"records": sampling}})
     assert main(["leaderboard", "--results", str(tmp_path / "res"), "--output", str(tmp_path / "out")]) == 0
     rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").read_text().splitlines()))
     readouts = {r["task"]: r["readout"] for r in rows if r["entry"] == "m" and r["metric"] != "answer_consistency"}
-    assert readouts == {"moral_dilemmas": "logprob", "moral_dilemmas_answer": "answer",
+    assert readouts == {"moral_dilemmas": "logprob", "moral_dilemmas_numbered": "logprob", "moral_dilemmas_answer": "answer",
                         "moral_dilemmas_sampling": "sampling"}
     (rate,) = [float(r["value"]) for r in rows if r["metric"] == "answer_consistency"]
     assert rate == pytest.approx(2 / 5)  # 5 compared, 2 differ
@@ -357,3 +361,11 @@ def test_one_models_readouts_side_by_side_with_paired_tests_and_answer_consisten
     page = (tmp_path / "out" / "leaderboard.html").read_text()
     assert 'id="answer-consistency"' in page and "<td data-v=\"0.4\">40.0%</td>" in page
     assert "m (sampling)" in page
+    # Two templates: xentropy (mean over documents, by hand) of q = (.8, .2) and of (.5, .5) = ln 2.
+    x_default, x_numbered = float(-(shares @ np.log([0.8, 0.2])).mean()), math.log(2)
+    spread = {r["metric"]: float(r["value"]) for r in rows if r["metric"].startswith("xentropy_template_")}
+    assert spread["xentropy_template_min"] == pytest.approx(min(x_default, x_numbered))
+    assert spread["xentropy_template_max"] == pytest.approx(max(x_default, x_numbered))
+    assert spread["xentropy_template_std"] == pytest.approx(abs(x_default - x_numbered) / 2)
+    assert "## Prompt sensitivity" in md and "| m | moral_dilemmas | default, numbered |" in md
+    assert 'id="prompt-sensitivity"' in page and ">default, numbered</td>" in page

@@ -31,8 +31,8 @@ from moral_tasks.metrics import core as M
 from moral_tasks.metrics.intervals import bootstrap_intervals, mean_interval, resample_weights
 from moral_tasks.metrics.reference import class_prior, constant_logq, human_row
 
-from moral_tasks.prompts import get_task
-from moral_tasks.readouts.analysis import answer_consistency, consistency_pairs
+from moral_tasks.prompts import get_task, template_siblings
+from moral_tasks.readouts.analysis import answer_consistency, consistency_pairs, template_spread
 
 from .config import task_spec
 
@@ -300,8 +300,14 @@ def build_board(board, results: dict[str, dict[str, dict]], failures: dict[str, 
             answers = mine[answer_task]["records"] + mine[answer_task].get("unread", [])
             if mine[logprob_task]["records"] and answers:
                 consistency[logprob_task] = answer_consistency(mine[logprob_task]["records"], answers)
+        spread = {}
+        for task in metrics:
+            siblings = [t for t in template_siblings(task) if t in metrics]
+            if len(siblings) > 1 and task == siblings[0]:
+                values = {t: {m: v["value"] for m, v in metrics[t].items()} for t in siblings}
+                spread[get_task(task).name] = template_spread(values, task)
         row = {"name": entry.name, "kind": "entry", "model": entry.model, "base": entry.base, "gap_closed": gaps,
-               "answer_consistency": consistency,
+               "answer_consistency": consistency, "template_spread": spread,
                "option_mass": mass, "metrics": metrics, "readout": {t: readout_of(t) for t in metrics},
                "higher_is_better": {t: mine[t].get("higher_is_better") or {} for t in metrics}}
         if entry.name in failures:

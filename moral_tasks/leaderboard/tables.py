@@ -39,6 +39,10 @@ def write_csv(board: dict, path: Path) -> None:
                 if (gap := (row.get("gap_closed") or {}).get(task)) is not None:
                     writer.writerow([row["name"], row["kind"], task, row["readout"][task], "gap_closed", gap, None,
                                      None, ""])
+            for task, spread in (row.get("template_spread") or {}).items():
+                for stat in ("min", "max", "std"):
+                    writer.writerow([row["name"], row["kind"], task, "logprob", f"xentropy_template_{stat}",
+                                     spread["xentropy"][stat], None, None, ""])
             for task, c in (row.get("answer_consistency") or {}).items():
                 writer.writerow([row["name"], row["kind"], task, "answer", "answer_consistency", c["rate"], None, None,
                                  ""])
@@ -129,6 +133,15 @@ def write_markdown(board: dict, path: Path) -> None:
         for name, task, c in consistency:
             rate = "" if c["rate"] is None else f"{c['rate']:.1%}"
             lines.append(f"| {name} | {task} | {c['differ']} | {c['compared']} | {c['unparsed']} | {rate} |")
+    spreads = [(r["name"], task, s) for r in board["rows"] for task, s in (r.get("template_spread") or {}).items()]
+    if spreads:
+        lines += ["", "## Prompt sensitivity (xentropy over the prompt templates run)", "",
+                  "| entry | task | templates | min | max | std |", "|---|---|---|---|---|---|"]
+        for name, task, s in spreads:
+            x = s["xentropy"]
+            if x["n"]:
+                lines.append(f"| {name} | {task} | {', '.join(t for t, v in x['templates'].items() if v is not None)} | "
+                             f"{x['min']:.4g} | {x['max']:.4g} | {x['std']:.3g} |")
     failed = [r for r in board["rows"] if r.get("error")]
     if failed:
         lines += ["", "## Failed entries", ""]
