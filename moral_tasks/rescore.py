@@ -5,7 +5,7 @@ aggregations call, so they equal the run's results file. Given a second run of t
 model on the dev split, rescoring adds Scruples' calibration protocol, which one lm_eval
 run cannot give: the temperature fitted on the dev run's records and applied to the
 evaluated run (``calibrated_xentropy``, ``temperature``, with the split it was fitted on).
-The generation readouts (:mod:`moral_tasks.readouts`) are rescored from their readouts, and when a
+The generation readouts (:mod:`moral_tasks.readouts`) are rescored from their records' ``generation`` the same way, and when a
 run holds a task and its answer readout, or several prompt templates of a task, their comparisons
 are added (``answer_consistency``, ``prompt_sensitivity``).
 """

@@ -14,7 +14,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..answers import tally, vote_distribution
-from ..prompts import get_task
 from ..records import RECORD_FORMAT, Record
 from ..scoring import AGREEMENT_LEVELS, BEST_NAMES, CORE_NAMES, CorpusError, score_records
 from .verbalized import parse_distribution
@@ -122,11 +121,3 @@ def _no_metrics() -> dict[str, Any]:
     values.update(xentropy_uniform=None, xentropy_prior=None, data_source=None, record_format=RECORD_FORMAT,
                   documents=0, warnings=[])
     return values
-
-
-def is_readout_task(task: str) -> bool:
-    try:
-        return get_task(task).readout in KINDS
-    except ValueError:
-        return False
-

@@ -27,7 +27,6 @@ only; default 20, :data:`.readout.DEFAULT_SAMPLES`), ``smoothing`` (default 1; >
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -40,9 +39,6 @@ from ..records import RECORD_KEY
 from ..task import MoralTask
 from .readout import KINDS, read_replies, readout_settings, score_readouts
 from .verbalized import format_distribution
-
-log = logging.getLogger("lm_eval.moral_ambiguity")
-
 
 def agg_readout(records: list) -> int:
     """Scores the corpus (every other key of the task reads it); reports the number of documents asked."""
