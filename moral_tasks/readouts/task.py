@@ -40,6 +40,7 @@ from ..task import MoralTask
 from .readout import KINDS, read_replies, readout_settings, score_readouts
 from .verbalized import format_distribution
 
+
 def agg_readout(records: list) -> int:
     """Scores the corpus (every other key of the task reads it); reports the number of documents asked."""
     return harness.publish_corpus(harness.parse_records(records), score_readouts)
