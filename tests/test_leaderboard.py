@@ -369,3 +369,4 @@ def test_one_models_readouts_side_by_side_with_paired_tests_and_answer_consisten
     assert spread["xentropy_template_std"] == pytest.approx(abs(x_default - x_numbered) / 2)
     assert "## Prompt sensitivity" in md and "| m | moral_dilemmas | default, numbered |" in md
     assert 'id="prompt-sensitivity"' in page and ">default, numbered</td>" in page
+    assert r"\multicolumn{1}{c}{moral\_dilemmas\_sampling (sampling)}" in (tmp_path / "out" / "leaderboard.tex").read_text()

@@ -174,11 +174,14 @@ def write_latex(board: dict, path: Path) -> None:
     hib = board["higher_is_better"]
     paper = paper_metrics(board)
     n = len(paper)
+    # Once the board holds several readouts, each task's header says which it is (as the HTML's readout column).
+    readout = {t: (board.get("task_facts") or {}).get(t, {}).get("readout", "") for t in tasks}
+    heads = {t: f"{t} ({readout[t]})" if len(set(readout.values())) > 1 else t for t in tasks}
     lines = [f"% {board['title']}: generated {board['generated']['date']} by moral-ambiguity "
              f"{board['generated']['versions'].get('moral-ambiguity')}. Needs \\usepackage{{booktabs}}.",
              r"\begin{table}[t]", r"\centering", r"\small",
              r"\begin{tabular}{l" + ("r" * n) * len(tasks) + "}", r"\toprule",
-             " & ".join(["", *(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(t)}}}" for t in tasks)]) + r" \\",
+             " & ".join(["", *(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(heads[t])}}}" for t in tasks)]) + r" \\",
              " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(tasks))),
              " & ".join(["Model", *(f"{tex_escape(m)} {_TEX_ARROW.get(hib.get(m), '')}".strip()
                                     for _ in tasks for m in paper)]) + r" \\",
