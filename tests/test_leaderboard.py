@@ -21,7 +21,7 @@ from moral_tasks.leaderboard.collect import metrics_of, read_results_folder
 from moral_tasks.leaderboard.config import ConfigError, load_board, task_spec
 from moral_tasks.leaderboard.report import gap_closed, grouped, holm, paired_comparison, sig
 from moral_tasks.leaderboard.tables import tex_escape
-from moral_tasks.records import Record
+from moral_tasks.records import Record, read_samples
 
 
 def write(path, text):
@@ -370,3 +370,32 @@ def test_one_models_readouts_side_by_side_with_paired_tests_and_answer_consisten
     assert "## Prompt sensitivity" in md and "| m | moral_dilemmas | default, numbered |" in md
     assert 'id="prompt-sensitivity"' in page and ">default, numbered</td>" in page
     assert r"\multicolumn{1}{c}{moral\_dilemmas\_sampling (sampling)}" in (tmp_path / "out" / "leaderboard.tex").read_text()
+
+
+@pytest.mark.slow
+def test_tiny_model_board_with_readouts_runs_each_and_compares_them(tiny_model, tmp_path):
+    """The real path: lm_eval runs the tiny model on a log-probability task and two generation readouts."""
+    from moral_tasks.cli.main import main
+    from moral_tasks.data import SAMPLE_DIR
+
+    board = tmp_path / "board.yaml"
+    board.write_text("tasks: [moral_dilemmas, moral_dilemmas_sampling, moral_dilemmas_answer]\n"
+                     f"metadata: {{data_dir: '{SAMPLE_DIR}', split: train, bootstrap_resamples: 0, samples: 2}}\n"
+                     f"entries:\n  - {{name: tiny, model: hf, model_args: 'pretrained={tiny_model}', limit: 4}}\n")
+    code = main(["leaderboard", "--config", str(board), "--output", str(tmp_path / "out")])
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").read_text().splitlines()))
+    assert code == 0, (tmp_path / "out" / "leaderboard.md").read_text()
+    readouts = {r["task"]: r["readout"] for r in rows if r["entry"] == "tiny" and r["metric"] == "parse_rate"}
+    assert readouts == {"moral_dilemmas_sampling": "sampling", "moral_dilemmas_answer": "answer"}
+    samples = {p.name.split("_2")[0]: p for p in (tmp_path / "out").rglob("samples_*.jsonl")}
+    answers = read_samples(samples["samples_moral_dilemmas_answer"])
+    assert len(answers) == 4 and all(r.generation["replies"] == 1 for r in answers)
+    # The consistency rate is what the two samples files say, counted here by hand.
+    logprob = {r.doc_id: int(np.argmax(r.q)) for r in read_samples(samples["samples_moral_dilemmas"])}
+    compared = [r for r in answers if r.generation["parsed"]]
+    consistency = [r for r in rows if r["metric"] == "answer_consistency"]
+    if compared:
+        differ = sum(logprob[r.doc_id] != int(np.argmax(r.generation["votes"])) for r in compared)
+        assert float(consistency[0]["value"]) == pytest.approx(differ / len(compared))
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| tiny | moral_dilemmas |" in md and "## Answer consistency" in md

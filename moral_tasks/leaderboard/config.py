@@ -31,7 +31,9 @@ TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 TOP_KEYS = {"title": str, "tasks": list, "metadata": dict, "entries": list, "compare": list}
 # lm_eval --metadata keys our task loaders read (moral_tasks.harness), with their types.
 METADATA_KEYS = {"split": str, "data_dir": str, "dirichlet_concentration": (int, float), "bootstrap_resamples": int,
-                 "bootstrap_seed": int, "best_samples": int}
+                 "bootstrap_seed": int, "best_samples": int,
+                 # the generation readouts' (moral_tasks.readouts.readout.readout_settings)
+                 "samples": int, "smoothing": (int, float)}
 ENTRY_KEYS = {"name": str, "model": str, "model_args": str, "base": str, "apply_chat_template": bool,
               "system_instruction": str, "batch_size": (str, int), "device": str, "limit": int}
 REQUIRED_ENTRY_KEYS = ("name", "model")
