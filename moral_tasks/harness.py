@@ -24,21 +24,25 @@ _SCORED: dict[str, Any] = {}
 
 def agg_record(records: list) -> int:
     """Scores the corpus (every other key of the task reads it); reports the number of documents."""
-    parsed = [r if isinstance(r, Record) else Record.from_json(r, f"record of document {r.get('doc_id')!r}")
-              for r in records]
-    values = score_records(parsed)
+    return publish_corpus(parse_records(records), score_records)
+
+
+def parse_records(records: list) -> list[Record]:
+    """lm-eval hands an aggregation the records as process_results returned them (JSON objects)."""
+    return [r if isinstance(r, Record) else Record.from_json(r, f"record of document {r.get('doc_id')!r}")
+            for r in records]
+
+
+def publish_corpus(records: list[Record], score) -> int:
+    """Scores ``records`` with ``score`` (:func:`moral_tasks.scoring.score_records`, or the generation
+    readouts' :func:`moral_tasks.readouts.readout.score_readouts`), logs its warnings and makes it the
+    corpus every metric key of these documents reads; returns the number of documents asked."""
+    values = score(records)
     for message in values["warnings"]:
         log.warning("%s", message)
     _SCORED.clear()
-    _SCORED.update(ids=sorted(r.doc_id for r in parsed), values=values)
-    return values["documents"]
-
-
-def remember_corpus(doc_ids: list, values: dict) -> None:
-    """Make ``values`` the scored corpus of these documents (for a task that scores its corpus under
-    another first key than ``record``: the generation readouts, :mod:`moral_tasks.readouts.task`)."""
-    _SCORED.clear()
-    _SCORED.update(ids=sorted(doc_ids), values=values)
+    _SCORED.update(ids=sorted(r.doc_id for r in records), values=values)
+    return values.get("readout_documents", values["documents"])
 
 
 def corpus_value(name: str, doc_ids: list) -> Any:

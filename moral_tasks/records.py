@@ -9,7 +9,7 @@ corpus through the record key).
 
 A record (JSON object, format :data:`RECORD_FORMAT`)::
 
-    format          "moral-ambiguity/record/2"
+    format          "moral-ambiguity/record/3"
     task            the task name as lm-eval ran it (e.g. "moral_dilemmas_debiased")
     doc_id          the Scruples id
     labels          label order = option order of every list below (e.g. ["FIRST", "SECOND"])
@@ -26,14 +26,22 @@ A record (JSON object, format :data:`RECORD_FORMAT`)::
     counts          human vote counts, label order
     human_counts    Scruples' extra "human performance" votes (dilemmas dev/test), or null
     orders          debiased tasks only: {"AB": q, "BA": q}, each already mapped back to label order
+    no_readout      null, or why the document has no readout (an API model's top-k without an option,
+                    a generation none of whose replies could be read); option_loglik and q are then
+                    empty and the document is counted, never scored
+    generation      generation readouts only (moral_tasks.readouts): {"kind": verbalized | sampling |
+                    answer, "replies": generated, "parsed": of them read, "distinct": different reply
+                    texts, "votes": parsed answers per option (sampling/answer) or null, "stated": the
+                    stated shares before smoothing (verbalized) or null}; null for log-probability tasks
     scoring         the task's scoring settings (they travel with the records: an aggregation
                     sees nothing else): fixed_concentration, bootstrap_resamples, bootstrap_seed,
                     best_samples, merge_variants, agreement_cuts, prompt_version, data_source,
                     prior (mean vote share of prior_split, i.e. train; null without it)
 
-Older samples files (format 1, written by moral-ambiguity 0.1: the record was
-repeated under every metric key and a debiased dilemma had two lines) are
-refused with a message saying to rerun ``lm_eval``.
+Older samples files are refused with a message saying to rerun ``lm_eval``: format 1
+(moral-ambiguity 0.1: the record was repeated under every metric key and a debiased dilemma had
+two lines) and format 2 (the generation readouts wrote their own "moral-ambiguity/readout/1" line
+around the record).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 RECORD_KEY = "record"
-RECORD_FORMAT = "moral-ambiguity/record/2"
+RECORD_FORMAT = "moral-ambiguity/record/3"
 
 
 class RecordFormatError(ValueError):
@@ -66,6 +74,7 @@ class Record:
     variant_mass: float | None = None
     orders: dict[str, list[float]] | None = None
     no_readout: str | None = None
+    generation: dict[str, Any] | None = None
     format: str = field(default=RECORD_FORMAT)
 
     def to_json(self) -> dict:

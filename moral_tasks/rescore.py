@@ -5,7 +5,7 @@ aggregations call, so they equal the run's results file. Given a second run of t
 model on the dev split, rescoring adds Scruples' calibration protocol, which one lm_eval
 run cannot give: the temperature fitted on the dev run's records and applied to the
 evaluated run (``calibrated_xentropy``, ``temperature``, with the split it was fitted on).
-The generation readouts (:mod:`moral_tasks.readouts`) are rescored from their readouts, and when a
+The generation readouts (:mod:`moral_tasks.readouts`) are rescored from their records' ``generation`` the same way, and when a
 run holds a task and its answer readout, or several prompt templates of a task, their comparisons
 are added (``answer_consistency``, ``prompt_sensitivity``).
 """
@@ -24,7 +24,7 @@ from .metrics import core as M
 from .metrics import intervals
 from .prompts import get_task, template_siblings
 from .readouts.analysis import answer_consistency, consistency_pairs, template_spread
-from .readouts.readout import is_readout_task, read_readouts, score_readouts
+from .readouts.readout import score_readouts
 from .records import Record, read_samples
 from .scoring import score_records
 
@@ -65,13 +65,11 @@ def score_samples(path: str | Path) -> dict[str, Any]:
 
 
 def _read_and_score(path: str | Path) -> tuple[list[Record], dict[str, Any]]:
-    """The records of a samples file and its numbers; a readout task's (moral_tasks.readouts) records are
-    those of its documents with a readout, and its numbers add the readout counts."""
-    match = _SAMPLES.search(Path(path).name)
-    if match and is_readout_task(match["task"]):
-        readouts = read_readouts(path)
-        return [r.record for r in readouts if r.record is not None], score_readouts(readouts)
+    """The records of a samples file and its numbers; a generation readout's (moral_tasks.readouts) numbers
+    add the readout counts."""
     records = read_samples(path)
+    if records and records[0].generation is not None:
+        return records, score_readouts(records)
     return records, score_records(records)
 
 
@@ -120,7 +118,7 @@ def rescore(results_dir: str | Path, dev_dir: str | Path | None = None) -> dict[
     # Readout comparisons of the one model (moral_tasks.readouts.analysis), when their runs are here.
     for logprob_task, answer_task in consistency_pairs(list(files)):
         tasks[logprob_task]["answer_consistency"] = answer_consistency(read_samples(files[logprob_task]),
-                                                                       read_readouts(files[answer_task]))
+                                                                       read_samples(files[answer_task]))
     sensitivity = {}
     for task in files:
         siblings = [t for t in template_siblings(task) if t in files]

@@ -24,6 +24,7 @@ from scipy.special import logsumexp
 from .metrics import core as M
 from .metrics import intervals
 from .metrics.best import best_scores
+from .prompts import get_task
 from .records import RECORD_FORMAT, Record
 
 # Inside one lm_eval run the temperature can only be fitted on the evaluated split itself:
@@ -214,6 +215,14 @@ _METRIC_FUNCTIONS = {"xentropy": M.xentropy, "acc": M.accuracy, "f1_macro": M.f1
                      "brier": M.brier}
 
 
+def _option_label(task: str, index: int) -> str:
+    """The label the task's prompt shows for option ``index`` (A, B, ... or 1, 2, ... for a numbered template)."""
+    try:
+        return get_task(task).letters[index]
+    except ValueError:  # records of a task this version does not define: say the position
+        return f"#{index + 1}"
+
+
 def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[str]) -> list[str]:
     """Readouts a reader must not trust without a second look (the lm-eval aggregation and rescore log them)."""
     out = []
@@ -235,6 +244,6 @@ def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[st
     share = np.bincount(argmax, minlength=len(labels)) / len(argmax)
     top = int(share.argmax())
     if share[top] > DOMINANT_OPTION_SHARE:
-        out.append(f"{task}: option {'ABCDE'[top]} ({labels[top]}) is the model's choice for {share[top]:.0%} of documents "
+        out.append(f"{task}: option {_option_label(task, top)} ({labels[top]}) is the model's choice for {share[top]:.0%} of documents "
                    "(a position or letter preference, not a judgment; see moral_dilemmas_debiased)")
     return out

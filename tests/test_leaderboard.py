@@ -20,7 +20,7 @@ from moral_tasks.leaderboard.collect import metrics_of, read_results_folder
 from moral_tasks.leaderboard.config import ConfigError, load_board, task_spec
 from moral_tasks.leaderboard.report import gap_closed, grouped, holm, paired_comparison, sig
 from moral_tasks.leaderboard.tables import tex_escape
-from moral_tasks.records import Record
+from moral_tasks.records import Record, read_samples
 
 
 def write(path, text):
@@ -327,3 +327,86 @@ def test_training_lowers_train_xentropy_through_lm_eval_peft(board_run, adapters
     xent = {r["entry"]: float(r["value"]) for r in board_run.rows if r["metric"] == "xentropy"}
     name = {"soft_cross_entropy": "tiny-sce", "dirichlet_multinomial": "tiny-dm"}[loss]
     assert xent[name] < xent["tiny-base"] - 0.05, xent
+
+
+@pytest.mark.slow
+def test_one_models_readouts_side_by_side_with_paired_tests_and_answer_consistency(tmp_path):
+    """A results folder of one model with the log-probability, sampling and answer runs of moral_dilemmas,
+    through ``moral-ambiguity leaderboard --results``: readout column, paired readout tests, consistency."""
+    from moral_tasks.cli.main import main
+    from moral_tasks.readouts.readout import read_replies
+
+    def readout(task, kind, doc_id, replies, counts):
+        settings = {**SCORING, "readout": kind, "samples": len(replies), "smoothing": 1.0}
+        return read_replies(task, doc_id, kind, replies, ("FIRST", "SECOND"), ("A", "B"), counts, None,
+                            settings).to_json()
+
+    counts = [[4, 1], [3, 2], [1, 4], [0, 5], [5, 0], [2, 3]]
+    logprob = [record("moral_dilemmas", f"d{i}", [0.8, 0.2], c) for i, c in enumerate(counts)]  # argmax A always
+    written = ["A", "B", "B", "A", "no idea", "A"]  # differs on d1, d2; d4 unparsed
+    answer = [readout("moral_dilemmas_answer", "answer", f"d{i}", [w], c) for i, (w, c) in enumerate(zip(written, counts))]
+    sampling = [readout("moral_dilemmas_sampling", "sampling", f"d{i}", ["A", "B", "B"], c) for i, c in enumerate(counts)]
+    numbered = [record("moral_dilemmas", f"d{i}", [0.5, 0.5], c) for i, c in enumerate(counts)]
+    for r in numbered:
+        r["task"] = "moral_dilemmas_numbered"
+    write_run(tmp_path / "res", "m", {"moral_dilemmas": {"records": logprob},
+                                      "moral_dilemmas_numbered": {"records": numbered},
+                                      "moral_dilemmas_answer": {"records": answer},
+                                      "moral_dilemmas_sampling": {"records": sampling}})
+    assert main(["leaderboard", "--results", str(tmp_path / "res"), "--output", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").read_text().splitlines()))
+    readouts = {r["task"]: r["readout"] for r in rows if r["entry"] == "m" and r["metric"] != "answer_consistency"}
+    assert readouts == {"moral_dilemmas": "logprob", "moral_dilemmas_numbered": "logprob", "moral_dilemmas_answer": "answer",
+                        "moral_dilemmas_sampling": "sampling"}
+    (rate,) = [float(r["value"]) for r in rows if r["metric"] == "answer_consistency"]
+    assert rate == pytest.approx(2 / 5)  # 5 compared, 2 differ
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| m | moral_dilemmas | 2 | 5 | 1 | 40.0% |" in md
+    # Sampling q = (1+1, 2+1)/5 = (0.4, 0.6) on every document vs (0.8, 0.2): the per-document xentropy
+    # difference, worked by hand, is the paired comparison's mean difference.
+    shares = np.array(counts) / 5
+    diff = -(shares @ np.log([0.4, 0.6])) + shares @ np.log([0.8, 0.2])
+    line = next(x for x in md.splitlines() if x.startswith("| moral_dilemmas_sampling | m (sampling) | m (logprob) |"))
+    assert f"{diff.mean():+.3g}" in line and line.endswith("| 6 |")
+    assert "| moral_dilemmas_answer | m (answer) | m (logprob) |" in md  # on the 5 documents with a written answer
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert 'id="answer-consistency"' in page and "<td data-v=\"0.4\">40.0%</td>" in page
+    assert "m (sampling)" in page
+    # Two templates: xentropy (mean over documents, by hand) of q = (.8, .2) and of (.5, .5) = ln 2.
+    x_default, x_numbered = float(-(shares @ np.log([0.8, 0.2])).mean()), math.log(2)
+    spread = {r["metric"]: float(r["value"]) for r in rows if r["metric"].startswith("xentropy_template_")}
+    assert spread["xentropy_template_min"] == pytest.approx(min(x_default, x_numbered))
+    assert spread["xentropy_template_max"] == pytest.approx(max(x_default, x_numbered))
+    assert spread["xentropy_template_std"] == pytest.approx(abs(x_default - x_numbered) / 2)
+    assert "## Prompt sensitivity" in md and "| m | moral_dilemmas | default, numbered |" in md
+    assert 'id="prompt-sensitivity"' in page and ">default, numbered</td>" in page
+    assert r"\multicolumn{1}{c}{moral\_dilemmas\_sampling (sampling)}" in (tmp_path / "out" / "leaderboard.tex").read_text()
+
+
+@pytest.mark.slow
+def test_tiny_model_board_with_readouts_runs_each_and_compares_them(tiny_model, tmp_path):
+    """The real path: lm_eval runs the tiny model on a log-probability task and two generation readouts."""
+    from moral_tasks.cli.main import main
+    from moral_tasks.data import SAMPLE_DIR
+
+    board = tmp_path / "board.yaml"
+    board.write_text("tasks: [moral_dilemmas, moral_dilemmas_sampling, moral_dilemmas_answer]\n"
+                     f"metadata: {{data_dir: '{SAMPLE_DIR}', split: train, bootstrap_resamples: 0, samples: 2}}\n"
+                     f"entries:\n  - {{name: tiny, model: hf, model_args: 'pretrained={tiny_model}', limit: 4}}\n")
+    code = main(["leaderboard", "--config", str(board), "--output", str(tmp_path / "out")])
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").read_text().splitlines()))
+    assert code == 0, (tmp_path / "out" / "leaderboard.md").read_text()
+    readouts = {r["task"]: r["readout"] for r in rows if r["entry"] == "tiny" and r["metric"] == "parse_rate"}
+    assert readouts == {"moral_dilemmas_sampling": "sampling", "moral_dilemmas_answer": "answer"}
+    samples = {p.name.split("_2")[0]: p for p in (tmp_path / "out").rglob("samples_*.jsonl")}
+    answers = read_samples(samples["samples_moral_dilemmas_answer"])
+    assert len(answers) == 4 and all(r.generation["replies"] == 1 for r in answers)
+    # The consistency rate is what the two samples files say, counted here by hand.
+    logprob = {r.doc_id: int(np.argmax(r.q)) for r in read_samples(samples["samples_moral_dilemmas"])}
+    compared = [r for r in answers if r.generation["parsed"]]
+    consistency = [r for r in rows if r["metric"] == "answer_consistency"]
+    if compared:
+        differ = sum(logprob[r.doc_id] != int(np.argmax(r.generation["votes"])) for r in compared)
+        assert float(consistency[0]["value"]) == pytest.approx(differ / len(compared))
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| tiny | moral_dilemmas |" in md and "## Answer consistency" in md

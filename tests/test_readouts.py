@@ -3,6 +3,7 @@ prompt templates, on hand-made replies with hand-worked expected values (no mode
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -10,7 +11,8 @@ import pytest
 
 from moral_tasks.prompts import LM_EVAL_TASKS, TEMPLATES, get_task, option_variants, template_siblings
 from moral_tasks.readouts.analysis import answer_consistency, consistency_pairs, template_spread
-from moral_tasks.readouts.readout import Readout, read_replies, readout_settings, score_readouts
+from moral_tasks.readouts.readout import read_replies, readout_settings, score_readouts
+from moral_tasks.records import Record, RecordFormatError, read_samples
 from moral_tasks.readouts.verbalized import format_distribution, parse_distribution
 from moral_tasks.scoring import CorpusError
 from test_metrics import ref_acc, ref_tvd, ref_xent
@@ -76,9 +78,9 @@ def test_verbalized_readout_hand_worked_metrics():
         read("verbalized", "d4", ['{"A": 1, "B": 3} because'], [2, 3]),
     ]
     # Stated shares read as the votes of 100 people, add-one smoothed: (100 s + 1) / 102.
-    assert readouts[0].record.q == pytest.approx([31 / 102, 71 / 102])
-    assert readouts[0].stated == pytest.approx([0.3, 0.7]) and readouts[0].record.option_mass == 1.0
-    assert readouts[2].record is None and readouts[2].parsed == 0
+    assert readouts[0].q == pytest.approx([31 / 102, 71 / 102])
+    assert readouts[0].generation["stated"] == pytest.approx([0.3, 0.7]) and readouts[0].option_mass == 1.0
+    assert readouts[2].no_readout == "no JSON object at the start of the reply" and readouts[2].generation["parsed"] == 0
     values = score_readouts(readouts)
     q = [[31 / 102, 71 / 102], [91 / 102, 11 / 102], [26 / 102, 76 / 102]]
     counts = [[3, 2], [5, 0], [2, 3]]
@@ -97,8 +99,8 @@ def test_verbalized_readout_hand_worked_metrics():
 def test_sampling_readout_add_one_votes_and_pooled_parse_rate():
     a = read("sampling", "d1", ["A", "B.", "(A)", "I think A", "Answer: A"], [3, 2])
     b = read("sampling", "d2", ["", "hmm", "A or B", "a", "C"], [1, 4])
-    assert a.votes == [3, 1] and a.parsed == 4 and a.record.q == pytest.approx([4 / 6, 2 / 6])
-    assert b.record is None and b.votes == [0, 0] and b.reason == "none of the 5 replies names exactly one option"
+    assert a.generation["votes"] == [3, 1] and a.generation["parsed"] == 4 and a.q == pytest.approx([4 / 6, 2 / 6])
+    assert b.q == [] and b.generation["votes"] == [0, 0] and b.no_readout == "none of the 5 replies names exactly one option"
     values = score_readouts([a, b])
     assert values["parse_rate"] == pytest.approx(4 / 10)  # pooled over the 10 replies
     assert values["no_readout"]["documents"] == 1 and values["documents"] == 1
@@ -120,11 +122,28 @@ def test_no_readout_at_all_reports_counts_and_no_metrics():
 
 
 def test_readouts_read_back_from_json():
-    r = read("sampling", "d1", ["A", "B"], [3, 2])
-    back = Readout.from_json(r.to_json(), "here")
-    assert back == r and back.record.q == pytest.approx([0.5, 0.5])
-    with pytest.raises(CorpusError, match="here: not a readout of format"):
-        Readout.from_json({"format": "moral-ambiguity/record/2"}, "here")
+    for r in (read("sampling", "d1", ["A", "B"], [3, 2]), read("sampling", "d2", ["?", "??"], [3, 2])):
+        back = Record.from_json(r.to_json(), "here")
+        assert back == r
+    assert back.no_readout and back.generation == {"kind": "sampling", "replies": 2, "parsed": 0, "distinct": 2,
+                                                   "votes": [0, 0], "stated": None}
+
+
+def test_readout_line_of_the_old_format_is_refused_with_rerun(tmp_path):
+    old = {"format": "moral-ambiguity/readout/1", "task": "moral_dilemmas_answer", "doc_id": "d1", "kind": "answer",
+           "replies": 1, "parsed": 1, "record": None}
+    path = tmp_path / "samples_moral_dilemmas_answer_2026-01-01T00-00-00.jsonl"
+    path.write_text(json.dumps({"doc_id": 0, "readout": old}) + "\n")
+    with pytest.raises(RecordFormatError, match=r"samples_moral_dilemmas_answer_.*jsonl:1: no 'record' field.*rerun lm_eval"):
+        read_samples(path)
+    path.write_text(json.dumps({"doc_id": 0, "record": {**old, "format": "moral-ambiguity/record/2"}}) + "\n")
+    with pytest.raises(RecordFormatError, match=r"jsonl:1: record format 'moral-ambiguity/record/2' is not .*rerun lm_eval"):
+        read_samples(path)
+
+
+def test_log_probability_records_are_not_scored_as_readouts():
+    with pytest.raises(CorpusError, match="document d1 has no generation readout"):
+        score_readouts([rec("d1", [0.5, 0.5], [3, 2])])
 
 
 def test_documents_read_twice_are_refused():
@@ -211,3 +230,11 @@ def test_template_spread_by_hand():
 def test_template_spread_needs_two_templates():
     with pytest.raises(CorpusError, match="needs at least two of"):
         template_spread({"moral_dilemmas": {"xentropy": 0.7}}, "moral_dilemmas")
+
+
+def test_dominant_option_warning_names_the_templates_own_label():
+    from moral_tasks.scoring import score_records
+    records = [rec(f"d{i}", [0.2, 0.8], [3, 2], task="moral_dilemmas_numbered") for i in range(4)]
+    warnings = " ".join(score_records(records)["warnings"])
+    assert "option 2 (SECOND) is the model's choice for 100% of documents" in warnings
+    assert "option B" not in warnings

@@ -88,7 +88,7 @@ def test_scripted_replies_give_the_hand_worked_numbers(scripted_run):
         assert _metric(results, task, "tvd") == pytest.approx(ref_tvd(q, c))
         assert _metric(results, task, "parse_rate") == pytest.approx(parse_rate)
         assert _metric(results, task, "no_readout")["documents"] == without
-        assert _metric(results, task, "readout") == 4 and _metric(results, task, "option_mass") == 1.0
+        assert _metric(results, task, "record") == 4 and _metric(results, task, "option_mass") == 1.0
 
     # Verbalized: stated shares as 100 votes, add-one; dil0002 states nothing.
     check("moral_dilemmas_verbalized", {"dil0000": [81 / 102, 21 / 102], "dil0001": [11 / 102, 91 / 102],
@@ -100,10 +100,11 @@ def test_scripted_replies_give_the_hand_worked_numbers(scripted_run):
     assert lm.gen_kwargs["moral_dilemmas_sampling"]["temperature"] == 1.0
     assert lm.gen_kwargs["moral_dilemmas_answer"]["do_sample"] is False
     assert sum(n for (task, _), n in lm.calls.items() if task == "moral_dilemmas_sampling") == 12
-    # Every reply is in the samples file next to its readout.
+    # Every reply is in the samples file next to its record, whose generation account reads them.
     line = next(s for s in samples["moral_dilemmas_sampling"] if s["doc"]["id"] == "dil0003")
     assert line["filtered_resps"] == [["A", "nope", "B"]]
-    assert line["readout"]["votes"] == [1, 1] and line["readout"]["parsed"] == 2
+    generation = line["record"]["generation"]
+    assert generation["votes"] == [1, 1] and generation["parsed"] == 2 and line["record"]["q"] == [0.5, 0.5]
 
 
 def test_rescore_reproduces_the_readout_numbers_and_adds_answer_consistency(scripted_run):
@@ -116,7 +117,7 @@ def test_rescore_reproduces_the_readout_numbers_and_adds_answer_consistency(scri
                     if k.endswith(",none") and "_stderr" not in k}
         assert len(reported) > 20
         for name, value in reported.items():
-            assert_same(value, metrics["readout_documents" if name == "readout" else name], f"{task}.{name}")
+            assert_same(value, metrics["readout_documents" if name == "record" else name], f"{task}.{name}")
     consistency = rescored["tasks"]["moral_dilemmas"]["answer_consistency"]
     # argmax A/B/B/A; written A, A, B, unreadable: one of three compared documents differs.
     assert consistency["rate"] == pytest.approx(1 / 3)
@@ -143,7 +144,7 @@ def test_tiny_model_runs_every_readout_and_template(tiny_lm, scruples_dir, tmp_p
         else:
             parsed = sum(parse_answer(r, letters) is not None for r in replies)
         assert _metric(results, task, "parse_rate") == pytest.approx(parsed / len(replies))
-        assert all(s["readout"]["replies"] == len(s["filtered_resps"][0]) for s in samples[task])
+        assert all(s["record"]["generation"]["replies"] == len(s["filtered_resps"][0]) for s in samples[task])
     rescored = rescore(out)
     spread = rescored["prompt_sensitivity"]["moral_dilemmas"]
     assert spread["tasks"] == ["moral_dilemmas", "moral_dilemmas_paraphrase", "moral_dilemmas_numbered"]

@@ -109,6 +109,7 @@ def read_results_folder(folder: Path) -> dict[str, dict]:
                 "higher_is_better": (results.get("higher_is_better") or {}).get(task) or {},
                 # Documents without a readout are counted by the results (no_readout), not compared.
                 "records": [r for r in records if r.no_readout is None],
+                "unread": [r for r in records if r.no_readout is not None],  # answer consistency counts them
                 "data_source": row.get("data_source,none"),
                 "metadata": {k: v for k, v in metadata.items() if k not in _NOT_SETTINGS},
                 "config": {"model": config.get("model"), "model_args": config.get("model_args")},

@@ -31,7 +31,9 @@ TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 TOP_KEYS = {"title": str, "tasks": list, "metadata": dict, "entries": list, "compare": list}
 # lm_eval --metadata keys our task loaders read (moral_tasks.harness), with their types.
 METADATA_KEYS = {"split": str, "data_dir": str, "dirichlet_concentration": (int, float), "bootstrap_resamples": int,
-                 "bootstrap_seed": int, "best_samples": int}
+                 "bootstrap_seed": int, "best_samples": int,
+                 # the generation readouts' (moral_tasks.readouts.readout.readout_settings)
+                 "samples": int, "smoothing": (int, float)}
 ENTRY_KEYS = {"name": str, "model": str, "model_args": str, "base": str, "apply_chat_template": bool,
               "system_instruction": str, "batch_size": (str, int), "device": str, "limit": int}
 REQUIRED_ENTRY_KEYS = ("name", "model")
@@ -154,6 +156,21 @@ def _close(a: str, b: str) -> bool:
     return difflib.SequenceMatcher(None, a, b).ratio() >= 0.75
 
 
+# lm-eval model types of ours that only score options and cannot write a reply.
+NO_GENERATION = ("hf-encoder-classifier",)
+
+
+def _check_generation(tasks: list[str], entries: list[Entry], where) -> None:
+    from moral_tasks.prompts import get_task
+
+    generated = [t for t in tasks if get_task(t).readout != "logprob"]
+    for i, entry in enumerate(entries):
+        if generated and entry.model in NO_GENERATION:
+            raise ConfigError(f"{where('entries', i, 'model')}: entries[{i}] ({entry.name}): model type {entry.model} "
+                              f"cannot generate, so it cannot run the generation readout(s) {generated}; "
+                              "put them on a board without it")
+
+
 def load_board(path: str | Path) -> Board:
     path = Path(path)
     try:
@@ -209,6 +226,7 @@ def load_board(path: str | Path) -> Board:
         entries.append(Entry(**{k: v for k, v in item.items() if v is not None}))
     if not entries:
         raise ConfigError(f"{where('entries')}: 'entries' is missing or empty")
+    _check_generation(tasks, entries, where)
     names = [e.name for e in entries]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

@@ -47,6 +47,10 @@ def render_html(board: dict, path: pathlib.Path) -> None:
         warnings=board.get("warnings") or [],
         tasks=[_task_view(board, task, entries) for task in board["tasks"]],
         comparisons=[_comparison_cells(c) for c in board.get("comparisons") or []],
+        consistency=[{"entry": r["name"], "task": task, **c} for r in entries
+                     for task, c in (r.get("answer_consistency") or {}).items()],
+        spreads=[{"entry": r["name"], "task": task, **s["xentropy"]} for r in entries
+                 for task, s in (r.get("template_spread") or {}).items() if s["xentropy"]["n"]],
     )
     pathlib.Path(path).write_text(html, encoding="utf-8")
 

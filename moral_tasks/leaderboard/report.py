@@ -31,6 +31,9 @@ from moral_tasks.metrics import core as M
 from moral_tasks.metrics.intervals import bootstrap_intervals, mean_interval, resample_weights
 from moral_tasks.metrics.reference import class_prior, constant_logq, human_row
 
+from moral_tasks.prompts import get_task, template_siblings
+from moral_tasks.readouts.analysis import answer_consistency, consistency_pairs, template_spread
+
 from .config import task_spec
 
 HEADLINE = ("xentropy", "dirichlet_nll", "acc", "tvd", "ece")
@@ -44,7 +47,6 @@ PAIRED_RESAMPLES = 5000
 ALPHA = 0.05
 LOW_OPTION_MASS = 0.5
 PACKAGES = ("moral-ambiguity", "lm_eval", "transformers", "torch", "peft", "numpy", "scipy")
-READOUTS = ("verbalized", "sampling")  # task-name suffixes; anything else reads option log-probabilities
 _SOURCE = re.compile(r"(?P<source>\w+):(?P<dataset>\S+)/(?P<split>[^/\s]+) rows=(?P<rows>\d+) "
                      r"skipped_zero_votes=(?P<skipped>\d+) sha256:(?P<sha>[0-9a-f]+)")
 
@@ -65,7 +67,8 @@ def _stat(value, interval=None) -> dict:
 
 
 def readout_of(task: str) -> str:
-    return next((r for r in READOUTS if task.endswith("_" + r)), "logprob")
+    """logprob, verbalized, sampling or answer (moral_tasks.prompts: the task spec says)."""
+    return get_task(task).readout
 
 
 def _scored(counts: np.ndarray, logq: np.ndarray, scoring: dict) -> dict:
@@ -292,7 +295,19 @@ def build_board(board, results: dict[str, dict[str, dict]], failures: dict[str, 
             if uniform and x and x["value"] > uniform["value"]:
                 warnings.append({"kind": "uniform", "text": f"{entry.name} on {task}: xentropy {x['value']:.4g} is "
                                  f"worse than the uniform distribution's {uniform['value']:.4g}"})
+        consistency = {}
+        for logprob_task, answer_task in consistency_pairs([t for t in board.tasks if t in mine]):
+            answers = mine[answer_task]["records"] + mine[answer_task].get("unread", [])
+            if mine[logprob_task]["records"] and answers:
+                consistency[logprob_task] = answer_consistency(mine[logprob_task]["records"], answers)
+        spread = {}
+        for task in metrics:
+            siblings = [t for t in template_siblings(task) if t in metrics]
+            if len(siblings) > 1 and task == siblings[0]:
+                values = {t: {m: v["value"] for m, v in metrics[t].items()} for t in siblings}
+                spread[get_task(task).name] = template_spread(values, task)
         row = {"name": entry.name, "kind": "entry", "model": entry.model, "base": entry.base, "gap_closed": gaps,
+               "answer_consistency": consistency, "template_spread": spread,
                "option_mass": mass, "metrics": metrics, "readout": {t: readout_of(t) for t in metrics},
                "higher_is_better": {t: mine[t].get("higher_is_better") or {} for t in metrics}}
         if entry.name in failures:
@@ -350,6 +365,23 @@ def _comparisons(board, results: dict, entries: list, warnings: list[dict]) -> l
                                         **paired_comparison(ra["records"], rb["records"])})
                 except ValueError as exc:
                     warnings.append({"kind": "coverage", "text": f"{a} vs {b} on {task}: not compared ({exc})"})
+    # One model's readouts side by side: each generation readout against its log-probability task,
+    # on the documents both read (the same prompt and data; Holm over these and the entry pairs together).
+    for entry in entries:
+        mine = results.get(entry.name, {})
+        for task in board.tasks:
+            spec = get_task(task)
+            if spec.readout == "logprob" or spec.base_name not in mine or task not in mine:
+                continue
+            ra, rb = mine[task], mine[spec.base_name]
+            if not (ra["records"] and rb["records"]):
+                continue
+            a, b = f"{entry.name} ({spec.readout})", f"{entry.name} (logprob)"
+            try:
+                comparisons.append({"task": task, "a": a, "b": b, "kind": "readout", "entry": entry.name,
+                                    "logprob_task": spec.base_name, **paired_comparison(ra["records"], rb["records"])})
+            except ValueError as exc:
+                warnings.append({"kind": "coverage", "text": f"{a} vs {b} on {task}: not compared ({exc})"})
     for c, adjusted in zip(comparisons, holm([c["p_value"] for c in comparisons])):
         c["p_holm"] = adjusted
         c["significant"] = adjusted < ALPHA

@@ -39,6 +39,13 @@ def write_csv(board: dict, path: Path) -> None:
                 if (gap := (row.get("gap_closed") or {}).get(task)) is not None:
                     writer.writerow([row["name"], row["kind"], task, row["readout"][task], "gap_closed", gap, None,
                                      None, ""])
+            for task, spread in (row.get("template_spread") or {}).items():
+                for stat in ("min", "max", "std"):
+                    writer.writerow([row["name"], row["kind"], task, "logprob", f"xentropy_template_{stat}",
+                                     spread["xentropy"][stat], None, None, ""])
+            for task, c in (row.get("answer_consistency") or {}).items():
+                writer.writerow([row["name"], row["kind"], task, "answer", "answer_consistency", c["rate"], None, None,
+                                 ""])
             for task, error in (row.get("error") or {}).items():
                 writer.writerow([row["name"], row["kind"], "" if task == "*" else task, "", "", None, None, None,
                                  error])
@@ -119,6 +126,22 @@ def write_markdown(board: dict, path: Path) -> None:
         for c in board["comparisons"]:
             lines.append(f"| {c['task']} | {c['a']} | {c['b']} | {c['mean_diff']:+.3g} [{c['ci_low']:+.3g}, "
                          f"{c['ci_high']:+.3g}] | {c['p_value']:.3g} | {c['p_holm']:.3g} | {c['n_docs']} |")
+    consistency = [(r["name"], task, c) for r in board["rows"] for task, c in (r.get("answer_consistency") or {}).items()]
+    if consistency:
+        lines += ["", "## Answer consistency (first-token argmax vs the written answer, same prompt)", "",
+                  "| entry | task | differ | compared | unparsed | rate |", "|---|---|---|---|---|---|"]
+        for name, task, c in consistency:
+            rate = "" if c["rate"] is None else f"{c['rate']:.1%}"
+            lines.append(f"| {name} | {task} | {c['differ']} | {c['compared']} | {c['unparsed']} | {rate} |")
+    spreads = [(r["name"], task, s) for r in board["rows"] for task, s in (r.get("template_spread") or {}).items()]
+    if spreads:
+        lines += ["", "## Prompt sensitivity (xentropy over the prompt templates run)", "",
+                  "| entry | task | templates | min | max | std |", "|---|---|---|---|---|---|"]
+        for name, task, s in spreads:
+            x = s["xentropy"]
+            if x["n"]:
+                lines.append(f"| {name} | {task} | {', '.join(t for t, v in x['templates'].items() if v is not None)} | "
+                             f"{x['min']:.4g} | {x['max']:.4g} | {x['std']:.3g} |")
     failed = [r for r in board["rows"] if r.get("error")]
     if failed:
         lines += ["", "## Failed entries", ""]
@@ -151,11 +174,14 @@ def write_latex(board: dict, path: Path) -> None:
     hib = board["higher_is_better"]
     paper = paper_metrics(board)
     n = len(paper)
+    # Once the board holds several readouts, each task's header says which it is (as the HTML's readout column).
+    readout = {t: (board.get("task_facts") or {}).get(t, {}).get("readout", "") for t in tasks}
+    heads = {t: f"{t} ({readout[t]})" if len(set(readout.values())) > 1 else t for t in tasks}
     lines = [f"% {board['title']}: generated {board['generated']['date']} by moral-ambiguity "
              f"{board['generated']['versions'].get('moral-ambiguity')}. Needs \\usepackage{{booktabs}}.",
              r"\begin{table}[t]", r"\centering", r"\small",
              r"\begin{tabular}{l" + ("r" * n) * len(tasks) + "}", r"\toprule",
-             " & ".join(["", *(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(t)}}}" for t in tasks)]) + r" \\",
+             " & ".join(["", *(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(heads[t])}}}" for t in tasks)]) + r" \\",
              " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(tasks))),
              " & ".join(["Model", *(f"{tex_escape(m)} {_TEX_ARROW.get(hib.get(m), '')}".strip()
                                     for _ in tasks for m in paper)]) + r" \\",

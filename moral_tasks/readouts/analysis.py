@@ -18,7 +18,6 @@ import numpy as np
 from ..prompts import LM_EVAL_TASKS, get_task, template_siblings
 from ..records import Record
 from ..scoring import CorpusError
-from .readout import Readout
 
 HEADLINE_METRICS = ("xentropy", "dirichlet_nll", "acc", "f1_macro", "ece", "tvd", "option_mass")
 
@@ -35,7 +34,7 @@ def consistency_pairs(tasks: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def answer_consistency(logprob_records: Sequence[Record], answers: Sequence[Readout]) -> dict[str, Any]:
+def answer_consistency(logprob_records: Sequence[Record], answers: Sequence[Record]) -> dict[str, Any]:
     """Rate at which the first-token argmax (of ``q``; ties go to the first option) differs from the
     written answer, over the documents of both runs whose reply names one option.
 
@@ -48,7 +47,10 @@ def answer_consistency(logprob_records: Sequence[Record], answers: Sequence[Read
     lp_task, ans_task = logprob_records[0].task, answers[0].task
     if get_task(ans_task).readout != "answer" or get_task(ans_task).base_name != get_task(lp_task).name:
         raise CorpusError(f"{ans_task} is not the answer readout of {lp_task}")
-    by_id = {r.doc_id: r for r in logprob_records}
+    if any(r.generation is None or r.generation["kind"] != "answer" for r in answers):
+        raise CorpusError(f"{ans_task}: the answer records lack their replies' account (generation)")
+    # A log-probability document without a readout has no argmax: it counts as unmatched.
+    by_id = {r.doc_id: r for r in logprob_records if r.no_readout is None}
     labels = logprob_records[0].labels
     compared = differ = unparsed = 0
     argmax_counts, written_counts = np.zeros(len(labels), int), np.zeros(len(labels), int)
@@ -58,15 +60,15 @@ def answer_consistency(logprob_records: Sequence[Record], answers: Sequence[Read
         if record is None:
             continue
         matched.add(readout.doc_id)
-        if not readout.parsed:
+        if not readout.generation["parsed"]:
             unparsed += 1
             continue
-        first, written = int(np.argmax(record.q)), int(np.argmax(readout.votes))
+        first, written = int(np.argmax(record.q)), int(np.argmax(readout.generation["votes"]))
         compared += 1
         differ += first != written
         argmax_counts[first] += 1
         written_counts[written] += 1
-    unmatched = len(by_id) + len(answers) - 2 * len(matched)
+    unmatched = len({r.doc_id for r in logprob_records}) + len(answers) - 2 * len(matched)
     return {"rate": differ / compared if compared else None, "compared": compared, "differ": differ,
             "unparsed": unparsed, "unmatched": unmatched, "logprob_task": lp_task, "answer_task": ans_task,
             "by_option": {label: {"argmax": int(a), "written": int(w)}

@@ -1,65 +1,28 @@
-"""One document's readout from its generated replies, the readout sample format, and corpus scoring.
+"""One document's readout from its generated replies, and corpus scoring.
 
-No lm-eval import here: ``moral-ambiguity rescore`` and the leaderboard read samples files with it.
-See :mod:`moral_tasks.readouts.task` for the tasks and what a readout means.
+No lm-eval import here: ``moral-ambiguity rescore`` and the leaderboard read samples files with
+:func:`moral_tasks.records.read_samples`; a generation readout's record carries its replies' account
+in ``generation`` (see :mod:`moral_tasks.records`). See :mod:`moral_tasks.readouts.task` for the tasks
+and what a readout means.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..answers import tally, vote_distribution
-from ..prompts import get_task
-from ..records import RECORD_FORMAT, RECORD_KEY, Record
+from ..records import RECORD_FORMAT, Record
 from ..scoring import AGREEMENT_LEVELS, BEST_NAMES, CORE_NAMES, CorpusError, score_records
 from .verbalized import parse_distribution
 
-READOUT_KEY = "readout"
-READOUT_FORMAT = "moral-ambiguity/readout/1"
 DEFAULT_SAMPLES = 20  # add-one on 20 votes: q moves in steps of 1/22 (K=2); the cost is 20 short generations per item
 DEFAULT_SMOOTHING = 1.0
 STATED_PEOPLE = 100  # the verbalized prompts ask for percentages "of 100 people"
 LOW_PARSE_RATE = 0.9
 KINDS = ("verbalized", "sampling", "answer")
-
-
-@dataclass
-class Readout:
-    """One document's readout (the ``readout`` field of its sample line)."""
-
-    task: str
-    doc_id: str
-    kind: str
-    replies: int  # replies generated
-    parsed: int  # of them, read
-    votes: list[int] | None  # sampling/answer: parsed answers per option, label order
-    stated: list[float] | None  # verbalized: the stated shares, renormalised, before smoothing
-    reason: str | None  # why the document has no readout (record None)
-    record: Record | None
-    distinct: int | None = None  # different reply texts among the replies
-    format: str = READOUT_FORMAT
-
-    def to_json(self) -> dict:
-        out = dict(self.__dict__)
-        out["record"] = None if self.record is None else self.record.to_json()
-        return out
-
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "Readout":
-        if not isinstance(obj, dict) or obj.get("format") != READOUT_FORMAT:
-            raise CorpusError(f"{where}: not a readout of format {READOUT_FORMAT!r}: rerun lm_eval with this version")
-        missing = [k for k in ("task", "doc_id", "kind", "replies", "parsed") if not isinstance(obj.get(k), (str, int))]
-        if missing:
-            raise CorpusError(f"{where}: readout lacks {', '.join(missing)}")
-        fields = {k: obj.get(k) for k in cls.__dataclass_fields__ if k != "record"}
-        record = obj.get(RECORD_KEY)
-        return cls(**fields, record=None if record is None else Record.from_json(record, where))
 
 
 def readout_settings(task: str, kind: str, metadata: dict) -> dict:
@@ -76,8 +39,9 @@ def readout_settings(task: str, kind: str, metadata: dict) -> dict:
 
 
 def read_replies(task: str, doc_id: str, kind: str, replies: Sequence[str], labels: Sequence[str],
-                 letters: Sequence[str], counts: list, human_counts: list | None, scoring: dict) -> Readout:
-    """The readout of one document from its replies (one for verbalized and answer, N for sampling)."""
+                 letters: Sequence[str], counts: list, human_counts: list | None, scoring: dict) -> Record:
+    """The record of one document from its replies (one for verbalized and answer, N for sampling);
+    ``no_readout`` says why when none could be read."""
     smoothing = scoring["smoothing"]
     votes = stated = None
     if kind == "verbalized":
@@ -89,22 +53,28 @@ def read_replies(task: str, doc_id: str, kind: str, replies: Sequence[str], labe
         votes, n_parsed = result.counts, sum(result.counts)
         reason = None if n_parsed else f"none of the {len(replies)} replies names exactly one option"
         q = vote_distribution(votes, smoothing) if n_parsed else None
-    record = None
-    if q is not None:
-        record = Record(task=task, doc_id=doc_id, labels=list(labels), option_loglik=np.log(q).tolist(), q=q,
-                        option_mass=1.0, variant_mass=None, counts=list(counts), human_counts=human_counts,
-                        scoring=scoring)
-    return Readout(task=task, doc_id=doc_id, kind=kind, replies=len(replies), parsed=n_parsed, votes=votes,
-                   stated=stated, reason=reason, record=record, distinct=len(set(replies)))
+    generation = {"kind": kind, "replies": len(replies), "parsed": n_parsed, "distinct": len(set(replies)),
+                  "votes": votes, "stated": stated}
+    if q is None:
+        return Record(task=task, doc_id=doc_id, labels=list(labels), option_loglik=[], q=[], option_mass=0.0,
+                      counts=list(counts), human_counts=human_counts, scoring=scoring, no_readout=reason,
+                      generation=generation)
+    return Record(task=task, doc_id=doc_id, labels=list(labels), option_loglik=np.log(q).tolist(), q=q,
+                  option_mass=1.0, variant_mass=None, counts=list(counts), human_counts=human_counts,
+                  scoring=scoring, generation=generation)
 
 
-def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
-    """Every number of a readout task: the metrics of the documents with a readout
+def score_readouts(readouts: Sequence[Record]) -> dict[str, Any]:
+    """Every number of a readout task (its records, :func:`read_replies`): the metrics of the documents with a readout
     (:func:`moral_tasks.scoring.score_records`), ``parse_rate``, ``no_readout``
     (``{"documents": n, "reasons": {reason: n}}``, the key the log-probability tasks use for documents a
     model type could not read) and ``readout_documents`` (every document asked). With no readout at all every metric is None."""
     if not readouts:
         raise CorpusError("no readouts to score")
+    lacking = next((r for r in readouts if r.generation is None), None)
+    if lacking is not None:
+        raise CorpusError(f"{lacking.task}: document {lacking.doc_id} has no generation readout (a log-probability "
+                          "record): score it with moral_tasks.scoring.score_records")
     tasks = sorted({r.task for r in readouts})
     if len(tasks) != 1:
         raise CorpusError(f"readouts of several tasks cannot be scored together: {tasks}")
@@ -112,21 +82,22 @@ def score_readouts(readouts: Sequence[Readout]) -> dict[str, Any]:
     dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dupes:
         raise CorpusError(f"{tasks[0]}: document(s) read twice: {', '.join(dupes[:5])}")
-    records = [r.record for r in readouts if r.record is not None]
+    records = [r for r in readouts if r.no_readout is None]
     values = score_records(records) if records else _no_metrics()
-    replies = sum(r.replies for r in readouts)
+    replies = sum(r.generation["replies"] for r in readouts)
+    parsed = sum(r.generation["parsed"] for r in readouts)
     values["readout_documents"] = len(readouts)
-    values["parse_rate"] = sum(r.parsed for r in readouts) / replies
-    reasons = dict(sorted(Counter(r.reason for r in readouts if r.record is None).items()))
+    values["parse_rate"] = parsed / replies
+    reasons = dict(sorted(Counter(r.no_readout for r in readouts if r.no_readout is not None).items()))
     values["no_readout"] = {"documents": len(readouts) - len(records), "reasons": reasons}
     warnings = list(values["warnings"])
     if values["parse_rate"] < LOW_PARSE_RATE:
         warnings.append(f"{tasks[0]}: parse_rate {values['parse_rate']:.3f} < {LOW_PARSE_RATE}: "
-                        f"{replies - sum(r.parsed for r in readouts)} of {replies} replies could not be read; "
+                        f"{replies - parsed} of {replies} replies could not be read; "
                         f"{values['no_readout']['documents']} of {len(readouts)} documents have no readout and "
                         "are left out of the metrics")
-    if all(r.replies > 1 and r.distinct == 1 for r in readouts):
-        warnings.append(f"{tasks[0]}: the {readouts[0].replies} sampled replies of every document are identical: the "
+    if all(r.generation["replies"] > 1 and r.generation["distinct"] == 1 for r in readouts):
+        warnings.append(f"{tasks[0]}: the {readouts[0].generation['replies']} sampled replies of every document are identical: the "
                         "backend may not be sampling (lm-eval's API model types send seed=1234 with every request, "
                         "which a provider honouring seeds answers alike); q is then one answer, not a distribution")
     values["warnings"] = warnings
@@ -150,29 +121,3 @@ def _no_metrics() -> dict[str, Any]:
     values.update(xentropy_uniform=None, xentropy_prior=None, data_source=None, record_format=RECORD_FORMAT,
                   documents=0, warnings=[])
     return values
-
-
-def read_readouts(path) -> list[Readout]:
-    """The readouts of one lm-eval samples file of a readout task, in file order."""
-    path = Path(path)
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            sample = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{where}: invalid JSON ({exc.msg})") from None
-        if not isinstance(sample, dict) or READOUT_KEY not in sample:
-            raise CorpusError(f"{where}: no {READOUT_KEY!r} field: not the samples file of a readout task")
-        out.append(Readout.from_json(sample[READOUT_KEY], where))
-    return out
-
-
-def is_readout_task(task: str) -> bool:
-    try:
-        return get_task(task).readout in KINDS
-    except ValueError:
-        return False
-

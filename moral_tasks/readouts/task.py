@@ -13,10 +13,10 @@ Same documents, data, scoring settings and metric list as the log-probability ta
   scores the written answer; :func:`moral_tasks.readouts.analysis.answer_consistency` compares it
   with the log-probability run's first-token argmax.
 
-Each document's sample line holds ONE readout under ``readout`` (format ``moral-ambiguity/readout/1``,
-:mod:`.readout`): its replies parsed, and its :class:`~moral_tasks.records.Record` under ``record``, or null when no
-reply could be read. Such documents are left out of the metrics and counted
-(``no_readout``); ``parse_rate`` is the share of replies parsed. A record's
+Each document's sample line holds ONE :class:`~moral_tasks.records.Record` under ``record``, like the
+log-probability tasks', with the account of its replies in ``generation`` (kind, replies, parsed, votes or
+stated shares). A document none of whose replies could be read has ``no_readout`` (the reason) and is left
+out of the metrics and counted (``no_readout``); ``parse_rate`` is the share of replies parsed. A record's
 ``q`` is the readout's distribution, ``option_loglik`` its log and ``option_mass`` 1 (the readout
 is a distribution over the options by construction); ``variant_mass`` is null.
 
@@ -27,7 +27,6 @@ only; default 20, :data:`.readout.DEFAULT_SAMPLES`), ``smoothing`` (default 1; >
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -38,21 +37,13 @@ from .. import harness
 from ..prompts import get_task
 from ..records import RECORD_KEY
 from ..task import MoralTask
-from .readout import KINDS, READOUT_KEY, Readout, read_replies, readout_settings, score_readouts
+from .readout import KINDS, read_replies, readout_settings, score_readouts
 from .verbalized import format_distribution
 
-log = logging.getLogger("lm_eval.moral_ambiguity")
 
-
-def agg_readout(readouts: list) -> int:
-    """Scores the corpus (every other key of the task reads it); reports the number of documents."""
-    parsed = [r if isinstance(r, Readout) else Readout.from_json(r, f"readout of document {r.get('doc_id')!r}")
-              for r in readouts]
-    values = score_readouts(parsed)
-    for message in values["warnings"]:
-        log.warning("%s", message)
-    harness.remember_corpus([r.doc_id for r in parsed], values)
-    return values["readout_documents"]
+def agg_readout(records: list) -> int:
+    """Scores the corpus (every other key of the task reads it); reports the number of documents asked."""
+    return harness.publish_corpus(harness.parse_records(records), score_readouts)
 
 
 def agg_parse_rate(doc_ids: list) -> Any:
@@ -66,19 +57,19 @@ def agg_no_readout(doc_ids: list) -> Any:
 
 
 _READOUT_METRICS = [
-    {"metric": READOUT_KEY, "aggregation": agg_readout, "higher_is_better": None},
+    {"metric": RECORD_KEY, "aggregation": agg_readout, "higher_is_better": None},
     {"metric": "parse_rate", "aggregation": agg_parse_rate, "higher_is_better": True},
     {"metric": "no_readout", "aggregation": agg_no_readout, "higher_is_better": None},
 ]
 
 
 # Keys of the log-probability template that a generated readout has no value for.
-_NOT_READ = {RECORD_KEY, "variant_mass"}
+_NOT_READ = {RECORD_KEY, "variant_mass"}  # the record key comes back with agg_readout
 
 
 class ReadoutTask(MoralTask):
     """A generation readout of a moral_ambiguity task: the included template's metric list, with its
-    ``record`` key replaced by ``readout``, the readout counts added and ``variant_mass`` (surface variants of a
+    ``record`` key aggregated by :func:`agg_readout`, the readout counts added and ``variant_mass`` (surface variants of a
     first token) left out (see the module docstring)."""
 
     def __init__(self, config: dict | None = None):
@@ -96,7 +87,7 @@ class ReadoutTask(MoralTask):
         ConfigurableTask.__init__(self, config=config)
         # Every reply reaches process_results (lm-eval's default filter keeps the first).
         self._filters = [build_filter_ensemble("none", [["take_first_k", {"k": self.readout["samples"]}]])]
-        self._reported = [n for n in self._aggregation_list if n != READOUT_KEY and self._reports(n)]
+        self._reported = [n for n in self._aggregation_list if n != RECORD_KEY and self._reports(n)]
 
     def download(self, dataset_kwargs: dict | None = None, **kwargs) -> None:
         super().download(dataset_kwargs, **kwargs)
@@ -113,8 +104,8 @@ class ReadoutTask(MoralTask):
 
     def process_results(self, doc: dict, results: list) -> dict:
         (replies,) = results
-        readout = read_replies(self.config.task, doc["id"], self.spec.readout, list(replies), self.spec.labels,
+        record = read_replies(self.config.task, doc["id"], self.spec.readout, list(replies), self.spec.labels,
                                self.spec.letters, doc["counts"], doc["human_counts"], self.scoring)
-        return {READOUT_KEY: readout.to_json(), **{name: doc["id"] for name in self._reported}}
+        return {RECORD_KEY: record.to_json(), **{name: doc["id"] for name in self._reported}}
 
 

@@ -284,3 +284,14 @@ def test_entries_without_common_documents_are_not_compared(tmp_path, leaderboard
     assert got.code == 0, got.err
     page = (tmp_path / "out" / "leaderboard.html").read_text()
     assert "tuned vs base on moral_dilemmas: not compared (fewer than two documents in common" in page
+
+
+def test_readout_task_for_a_model_type_that_cannot_generate_is_refused(tmp_path, leaderboard):
+    board = tmp_path / "board.yaml"
+    board.write_text("tasks: [moral_dilemmas, moral_dilemmas_sampling]\nentries:\n  - {name: a, model: hf}\n"
+                     "  - name: enc\n    model: hf-encoder-classifier\n")
+    got = leaderboard("--config", board, "--output", tmp_path / "out")
+    assert got.code == 2
+    line = got.error_line()
+    assert f"{board}:5" in line and "entries[1] (enc): model type hf-encoder-classifier cannot generate" in line
+    assert "['moral_dilemmas_sampling']" in line and not (tmp_path / "out" / "runs").exists()

@@ -24,7 +24,7 @@ def write_readout_file(folder, lines):
 def readout_line(doc_id, reply):
     r = read_replies("moral_dilemmas_answer", doc_id, "answer", [reply], ("FIRST", "SECOND"), ("A", "B"), [3, 2],
                      None, SCORING)
-    return json.dumps({"doc_id": 0, "readout": r.to_json(), "parse_rate": doc_id})
+    return json.dumps({"doc_id": 0, "record": r.to_json(), "parse_rate": doc_id})
 
 
 def rescore_error(capsys, *args) -> str:
@@ -40,9 +40,11 @@ def test_truncated_readout_line_names_file_and_line(tmp_path, capsys):
     assert f"{path}:2: invalid JSON" in rescore_error(capsys, tmp_path / "run")
 
 
-def test_readout_task_file_without_readouts_is_refused(tmp_path, capsys):
-    path = write_readout_file(tmp_path / "run", [json.dumps({"doc_id": 0, "record": {"format": "x"}})])
-    assert f"{path}:1: no 'readout' field: not the samples file of a readout task" in rescore_error(capsys, tmp_path / "run")
+def test_readout_file_of_the_old_readout_format_is_refused(tmp_path, capsys):
+    old = {"format": "moral-ambiguity/readout/1", "task": "moral_dilemmas_answer", "doc_id": "d1", "kind": "answer"}
+    path = write_readout_file(tmp_path / "run", [json.dumps({"doc_id": 0, "readout": old})])
+    err = rescore_error(capsys, tmp_path / "run")
+    assert f"{path}:1: no 'record' field" in err and "rerun lm_eval" in err
 
 
 def test_readout_document_twice_is_refused(tmp_path, capsys):
