@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 LOSSES = ("soft_cross_entropy", "dirichlet_multinomial")
 # Measured on this seed (2 CPU cores): see the margins in the test docstrings.
-STEPS, LEARNING_RATE, BATCH, DEV_DOCS = 8, 3e-3, 4, 16
+STEPS, LEARNING_RATE, BATCH, DEV_DOCS = 6, 3e-3, 4, 8
 TASKS = ["moral_dilemmas", "moral_dilemmas_debiased"]
 METADATA = {"split": "dev", "data_dir": str(SAMPLE_DIR), "bootstrap_resamples": 50, "best_samples": 50}
 
