@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# `make test` runs 2 pytest-xdist workers on 2 cores: one thread each (and in the subprocesses they
+# start, which inherit this environment), or the workers' BLAS/OpenMP pools fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+
 from llama_server import llama_server  # noqa: F401  (fixture, optional for board_run)
 from scruples_factory import write_scruples
 
@@ -43,6 +49,29 @@ def read_results(output_path: Path) -> tuple[dict, dict[str, list[dict]]]:
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Tests that share an expensive session fixture run on one xdist worker (`--dist loadgroup`), so the
+# fixture is built once: the leaderboard run (board_run) and its adapters; the real-model fixtures.
+_SHARED_GROUPS = {"test_leaderboard.py": "board", "test_trainer.py": "board", "real_model": "real_model"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test without an explicit xdist group is grouped by its file, so a module-scoped fixture is
+    built on one worker only (loadgroup would otherwise spread a file's tests over both)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        path = Path(item.fspath)
+        group = _SHARED_GROUPS.get(path.name) or _SHARED_GROUPS.get(path.parent.name) or str(path.relative_to(FIXTURES.parent))
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread_per_worker():
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
