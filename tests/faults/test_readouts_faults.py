@@ -27,27 +27,20 @@ def readout_line(doc_id, reply):
     return json.dumps({"doc_id": 0, "readout": r.to_json(), "parse_rate": doc_id})
 
 
-def rescore_error(capsys, *args) -> str:
-    assert cli(["rescore", *map(str, args)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("moral-ambiguity: error: ") and "Traceback" not in err
-    return err
-
-
-def test_truncated_readout_line_names_file_and_line(tmp_path, capsys):
+def test_truncated_readout_line_names_file_and_line(tmp_path, rescore_error):
     good = readout_line("d1", "A")
     path = write_readout_file(tmp_path / "run", [good, good[: len(good) // 2]])
-    assert f"{path}:2: invalid JSON" in rescore_error(capsys, tmp_path / "run")
+    assert f"{path}:2: invalid JSON" in rescore_error(tmp_path / "run")
 
 
-def test_readout_task_file_without_readouts_is_refused(tmp_path, capsys):
+def test_readout_task_file_without_readouts_is_refused(tmp_path, rescore_error):
     path = write_readout_file(tmp_path / "run", [json.dumps({"doc_id": 0, "record": {"format": "x"}})])
-    assert f"{path}:1: no 'readout' field: not the samples file of a readout task" in rescore_error(capsys, tmp_path / "run")
+    assert f"{path}:1: no 'readout' field: not the samples file of a readout task" in rescore_error(tmp_path / "run")
 
 
-def test_readout_document_twice_is_refused(tmp_path, capsys):
+def test_readout_document_twice_is_refused(tmp_path, rescore_error):
     write_readout_file(tmp_path / "run", [readout_line("d1", "A"), readout_line("d1", "B")])
-    assert "moral_dilemmas_answer: document(s) read twice: d1" in rescore_error(capsys, tmp_path / "run")
+    assert "moral_dilemmas_answer: document(s) read twice: d1" in rescore_error(tmp_path / "run")
 
 
 def test_rescore_of_only_unreadable_replies_reports_counts(tmp_path, capsys):
