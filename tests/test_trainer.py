@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, offline_env, read_results, run
+from conftest import ADAPTER_STEPS, BIN, offline_env, read_results, run
 from moral_tasks.data import SAMPLE_DIR
 from moral_tasks.prompts import get_task
 from trainers.lm_eval_requests import build_examples
@@ -110,7 +110,7 @@ def train_in_process(capsys):
 def test_training_lowers_train_xentropy_through_lm_eval_peft(board_run, adapters, loss):
     """Each loss's adapter, evaluated by the real lm_eval CLI with peft= (the board's runs), beats the base."""
     card = json.loads((adapters.get(loss) / "moral_ambiguity_card.json").read_text())
-    assert card["loss"] == loss and card["steps"] == 200 and card["adapter"] == "lora"
+    assert card["loss"] == loss and card["steps"] == ADAPTER_STEPS and card["adapter"] == "lora"
     assert card["train_data"]["source"] == "sample" and card["train_data"]["rows_used"] == 40
     assert card["train_data"]["dataset"] == "scruples-v1.0/dilemmas" and card["train_data"]["split"] == "train"
     assert (adapters.get(loss) / "adapter_config.json").exists()
