@@ -62,7 +62,7 @@ def pytest_collection_modifyitems(items):
         if item.get_closest_marker("xdist_group"):
             continue
         path = Path(item.fspath)
-        group = _SHARED_GROUPS.get(path.name) or _SHARED_GROUPS.get(path.parent.name) or str(path.relative_to(FIXTURES.parent))
+        group = _SHARED_GROUPS.get(path.name) or _SHARED_GROUPS.get(path.parent.name) or item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
 
 
