@@ -22,7 +22,7 @@ def encoders(tmp_path_factory):
     out = tmp_path_factory.mktemp("encoders") / "minilm"
     run([BIN / "moral-ambiguity", "train-encoder", "--model_name_or_path", minilm.get_model_path(),
          "--task", "moral_ambiguity", "--output_dir", out, "--data_dir", SAMPLE_DIR, "--max_steps", "30",
-         "--eval_steps", "10", "--learning_rate", "1e-4", "--max_length", "128", "--per_device_train_batch_size", "8",
+         "--eval_steps", "30", "--learning_rate", "1e-4", "--max_length", "128", "--per_device_train_batch_size", "8",
          "--seed", "0"], cwd=out.parent)
     return out
 
