@@ -2,6 +2,7 @@
 #   make demo   the three tasks on the bundled sample with a tiny local model (core install only)
 #   make test   the full test suite, the README's test command (every extra and the test tools)
 #   make test-fast   the edit-test loop: every test not marked slow (under 2 minutes on 2 cores)
+# Both run PYTEST_WORKERS pytest-xdist workers (default: one per core; PYTEST_WORKERS=0 runs in one process).
 # Each creates $(VENV) when it is missing, installs CPU torch first where there is no NVIDIA GPU
 # (an unpinned torch would pull a multi-GB CUDA build), then the project, editable, with the extras it needs.
 # Stamp files in $(VENV) make a second run install nothing; editing pyproject.toml reinstalls.
@@ -45,7 +46,7 @@ $(VENV)/.all: pyproject.toml $(VENV)/.torch
 
 # pytest exits 5 when it ran no test: say so, and fail.
 define pytest
-	@$(PY) -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make: pytest selected no tests (exit 5)" >&2; fi; exit $$rc
 endef
 
@@ -53,7 +54,7 @@ demo: $(VENV)/.core
 	$(VENV)/bin/moral-ambiguity demo
 
 test: $(VENV)/.all
-	$(call pytest,-q -n $(PYTEST_WORKERS) --dist loadfile)
+	$(call pytest,-q)
 
 test-fast: $(VENV)/.all
-	$(call pytest,-q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow")
+	$(call pytest,-q -m "not slow")

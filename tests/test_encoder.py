@@ -26,7 +26,7 @@ def encoders(tmp_path_factory):
     out = tmp_path_factory.mktemp("encoders") / "minilm"
     run([BIN / "moral-ambiguity", "train-encoder", "--model_name_or_path", minilm.get_model_path(),
          "--task", "moral_ambiguity", "--output_dir", out, "--data_dir", SAMPLE_DIR, "--max_steps", "20",
-         "--eval_steps", "10", "--learning_rate", "2e-4", "--max_length", MAX_LENGTH, "--per_device_train_batch_size", "8",
+         "--eval_steps", "20", "--learning_rate", "2e-4", "--max_length", MAX_LENGTH, "--per_device_train_batch_size", "8",
          "--seed", "0"], cwd=out.parent)
     return out
 

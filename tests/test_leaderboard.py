@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import run
+from conftest import ADAPTER_STEPS, run
 from leaderboard_results import SCORING, record, write_run
 from moral_tasks.leaderboard.collect import metrics_of, read_results_folder
 from moral_tasks.leaderboard.config import ConfigError, load_board, task_spec
@@ -320,7 +320,7 @@ def test_training_lowers_train_xentropy_through_lm_eval_peft(board_run, adapters
     """The trainer's round trip, read off the board: each loss's adapter, evaluated by the real lm_eval CLI with
     peft= (the board's runs), beats the base. Here, beside the board test, so that both share one board per worker."""
     card = json.loads((adapters.get(loss) / "moral_ambiguity_card.json").read_text())
-    assert card["loss"] == loss and card["steps"] == 200 and card["adapter"] == "lora"
+    assert card["loss"] == loss and card["steps"] == ADAPTER_STEPS and card["adapter"] == "lora"
     assert card["train_data"]["source"] == "sample" and card["train_data"]["rows_used"] == 40
     assert card["train_data"]["dataset"] == "scruples-v1.0/dilemmas" and card["train_data"]["split"] == "train"
     assert (adapters.get(loss) / "adapter_config.json").exists()

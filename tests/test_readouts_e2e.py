@@ -15,7 +15,7 @@ from moral_tasks.answers import parse_answer
 from moral_tasks.readouts.verbalized import parse_distribution
 from moral_tasks.rescore import rescore
 from test_metrics import ref_acc, ref_tvd, ref_xent
-from test_rescore import assert_same
+from test_rescore import assert_rescore_reproduces
 
 pytestmark = pytest.mark.slow
 
@@ -112,12 +112,7 @@ def test_rescore_reproduces_the_readout_numbers_and_adds_answer_consistency(scri
     results, _, _ = read_run(out)
     rescored = rescore(out)
     for task in READOUT_TASKS:
-        metrics = rescored["tasks"][task]["metrics"]
-        reported = {k.split(",")[0]: v for k, v in results["results"][task].items()
-                    if k.endswith(",none") and "_stderr" not in k}
-        assert len(reported) > 20
-        for name, value in reported.items():
-            assert_same(value, metrics["readout_documents" if name == "record" else name], f"{task}.{name}")
+        assert_rescore_reproduces(results, rescored["tasks"][task]["metrics"], task, ("record", "readout_documents"))
     consistency = rescored["tasks"]["moral_dilemmas"]["answer_consistency"]
     # argmax A/B/B/A; written A, A, B, unreadable: one of three compared documents differs.
     assert consistency["rate"] == pytest.approx(1 / 3)

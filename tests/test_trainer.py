@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, offline_env, read_results, run
+from conftest import ADAPTER_STEPS, BIN, offline_env, read_results, run
 from moral_tasks.data import SAMPLE_DIR
 from moral_tasks.prompts import get_task
 from trainers.lm_eval_requests import build_examples

@@ -13,11 +13,15 @@ class Outcome:
     out: str
     err: str
 
+    def error_lines(self) -> list[str]:
+        """The ``error:`` lines on stderr (a run may go on past a failed entry), after checking there is no traceback."""
+        assert "Traceback" not in self.err, self.err
+        return [line for line in self.err.splitlines() if "error:" in line]
+
     def error_line(self) -> str:
         """The single ``error:`` line on stderr of a failed run, after checking there is no traceback."""
         assert self.code not in (0, None), f"expected a failure, got exit {self.code}\n{self.out}\n{self.err}"
-        assert "Traceback" not in self.err, self.err
-        lines = [line for line in self.err.splitlines() if "error:" in line]
+        lines = self.error_lines()
         assert len(lines) == 1, f"expected one error line on stderr, got:\n{self.err}"
         return lines[0]
 
@@ -37,3 +41,16 @@ def cli(capsys):
         return Outcome(code, out, err)
 
     return run
+
+
+@pytest.fixture
+def rescore_error(cli):
+    """``rescore_error(*argv)``: ``moral-ambiguity rescore ARGV`` must fail with a usage-error exit (2) and one
+    ``moral-ambiguity: error:`` message; returns stderr."""
+
+    def call(*argv) -> str:
+        got = cli("rescore", *argv)
+        assert got.code == 2 and got.err.startswith("moral-ambiguity: error: ") and "Traceback" not in got.err, got.err
+        return got.err
+
+    return call

@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from harness_runs import evaluate, main_run, tiny_lm  # noqa: F401
-from moral_tasks.cli.main import main as cli
 from scruples_factory import dilemma_row, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -20,55 +19,47 @@ def copy_run(run_dir, dest):
     return dest, None
 
 
-def rescore_error(capsys, *args) -> str:
-    assert cli(["rescore", *map(str, args)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("moral-ambiguity: error: ") and "Traceback" not in err
-    return err
-
-
-def test_samples_file_of_format_1_is_refused_with_what_to_do(tmp_path, capsys):
+def test_samples_file_of_format_1_is_refused_with_what_to_do(tmp_path, rescore_error):
     # moral-ambiguity 0.1 wrote the record under every metric key and no "record" key.
     old = {"doc_id": 0, "xentropy": {"doc_id": "d0", "q": [0.5, 0.5], "counts": [3, 2]}}
     path = tmp_path / "run" / "samples_moral_dilemmas_2025-01-01T00-00-00.000000.jsonl"
     path.parent.mkdir()
     path.write_text(json.dumps(old) + "\n")
-    err = rescore_error(capsys, tmp_path / "run")
+    err = rescore_error(tmp_path / "run")
     assert f"{path}:1: no 'record' field" in err and "rerun lm_eval" in err
 
 
-def test_truncated_samples_line_names_file_and_line(main_run, tmp_path, capsys):
+def test_truncated_samples_line_names_file_and_line(main_run, tmp_path, rescore_error):
     run_dir, _ = copy_run(main_run, tmp_path / "run")
     path = next(run_dir.rglob("samples_moral_anecdotes_*.jsonl"))
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]) + "\n")  # a write cut short
-    err = rescore_error(capsys, run_dir)
+    err = rescore_error(run_dir)
     assert f"{path}:{len(lines)}: invalid JSON" in err
 
 
-def test_samples_file_with_a_document_twice(main_run, tmp_path, capsys):
+def test_samples_file_with_a_document_twice(main_run, tmp_path, rescore_error):
     run_dir, _ = copy_run(main_run, tmp_path / "run")
     path = next(run_dir.rglob("samples_moral_dilemmas_2*.jsonl"))
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines + lines[:1]) + "\n")  # e.g. two runs' files concatenated
     doc_id = json.loads(lines[0])["record"]["doc_id"]
-    assert f"moral_dilemmas: document(s) scored twice: {doc_id}" in rescore_error(capsys, run_dir)
+    assert f"moral_dilemmas: document(s) scored twice: {doc_id}" in rescore_error(run_dir)
 
 
-def test_dev_run_that_is_the_test_run_is_refused(main_run, capsys):
-    assert "the dev run shares 10 document(s) with the evaluated run" in rescore_error(capsys, main_run, "--dev",
-                                                                                       main_run)
+def test_dev_run_that_is_the_test_run_is_refused(main_run, rescore_error):
+    assert "the dev run shares 10 document(s) with the evaluated run" in rescore_error(main_run, "--dev", main_run)
 
 
-def test_dev_run_without_the_task(main_run, tmp_path, capsys):
+def test_dev_run_without_the_task(main_run, tmp_path, rescore_error):
     dev_dir, _ = copy_run(main_run, tmp_path / "dev")
     for path in dev_dir.rglob("samples_moral_anecdotes_*.jsonl"):
         path.unlink()
-    assert "no samples file for task moral_anecdotes" in rescore_error(capsys, main_run, "--dev", dev_dir)
+    assert "no samples file for task moral_anecdotes" in rescore_error(main_run, "--dev", dev_dir)
 
 
-def test_folder_without_samples(tmp_path, capsys):
-    assert "no lm-eval samples files" in rescore_error(capsys, tmp_path)
+def test_folder_without_samples(tmp_path, rescore_error):
+    assert "no lm-eval samples files" in rescore_error(tmp_path)
 
 
 def test_data_without_a_train_split_reports_no_prior_and_warns(tiny_lm, tmp_path, caplog):

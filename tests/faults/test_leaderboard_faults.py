@@ -24,34 +24,10 @@ from scruples_factory import anecdote_row, dilemma_row, write_jsonl  # noqa: E40
 from moral_tasks.data import SAMPLE_DIR  # noqa: E402
 
 
-class Outcome:
-    def __init__(self, code, out, err):
-        self.code, self.out, self.err = code, out, err
-
-    def error_lines(self) -> list[str]:
-        assert "Traceback" not in self.err, self.err
-        return [line for line in self.err.splitlines() if "error:" in line]
-
-    def error_line(self) -> str:
-        lines = self.error_lines()
-        assert len(lines) == 1, self.err
-        return lines[0]
-
-
 @pytest.fixture
-def leaderboard(capsys):
+def leaderboard(cli):
     """``leaderboard(*argv)``: ``moral-ambiguity leaderboard ARGV`` in-process, as a user runs it."""
-    from moral_tasks.cli.main import main
-
-    def call(*argv) -> Outcome:
-        capsys.readouterr()
-        try:
-            code = main(["leaderboard", *map(str, argv)])
-        except SystemExit as exc:
-            code = exc.code
-        return Outcome(code, *capsys.readouterr())
-
-    return call
+    return lambda *argv: cli("leaderboard", *argv)
 
 
 def csv_rows(out: Path) -> list[dict]:

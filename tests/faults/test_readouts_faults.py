@@ -27,29 +27,22 @@ def readout_line(doc_id, reply):
     return json.dumps({"doc_id": 0, "record": r.to_json(), "parse_rate": doc_id})
 
 
-def rescore_error(capsys, *args) -> str:
-    assert cli(["rescore", *map(str, args)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("moral-ambiguity: error: ") and "Traceback" not in err
-    return err
-
-
-def test_truncated_readout_line_names_file_and_line(tmp_path, capsys):
+def test_truncated_readout_line_names_file_and_line(tmp_path, rescore_error):
     good = readout_line("d1", "A")
     path = write_readout_file(tmp_path / "run", [good, good[: len(good) // 2]])
-    assert f"{path}:2: invalid JSON" in rescore_error(capsys, tmp_path / "run")
+    assert f"{path}:2: invalid JSON" in rescore_error(tmp_path / "run")
 
 
-def test_readout_file_of_the_old_readout_format_is_refused(tmp_path, capsys):
+def test_readout_file_of_the_old_readout_format_is_refused(tmp_path, rescore_error):
     old = {"format": "moral-ambiguity/readout/1", "task": "moral_dilemmas_answer", "doc_id": "d1", "kind": "answer"}
     path = write_readout_file(tmp_path / "run", [json.dumps({"doc_id": 0, "readout": old})])
-    err = rescore_error(capsys, tmp_path / "run")
+    err = rescore_error(tmp_path / "run")
     assert f"{path}:1: no 'record' field" in err and "rerun lm_eval" in err
 
 
-def test_readout_document_twice_is_refused(tmp_path, capsys):
+def test_readout_document_twice_is_refused(tmp_path, rescore_error):
     write_readout_file(tmp_path / "run", [readout_line("d1", "A"), readout_line("d1", "B")])
-    assert "moral_dilemmas_answer: document(s) read twice: d1" in rescore_error(capsys, tmp_path / "run")
+    assert "moral_dilemmas_answer: document(s) read twice: d1" in rescore_error(tmp_path / "run")
 
 
 def test_rescore_of_only_unreadable_replies_reports_counts(tmp_path, capsys):

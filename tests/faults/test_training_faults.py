@@ -102,6 +102,14 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
+def sgd_failure(train, out: Path, learning_rate: str, steps: int) -> str:
+    """The error line of a failed plain-SGD run (no gradient clipping) saving a checkpoint every step."""
+    code, err, _ = train(*train_args(out, "--optim", "sgd", "--learning_rate", learning_rate, "--max_grad_norm", "0",
+                                     "--max_steps", str(steps), "--save_steps", "1", "--eval_split", "none"))
+    assert code == 1
+    return error_line(err)
+
+
 def finite_weights(path: Path) -> bool:
     from safetensors.torch import load_file
 
@@ -261,10 +269,7 @@ def test_nonexistent_model_path(tmp_path, train):
 def test_huge_learning_rate_never_saves_nonfinite_weights(tmp_path, train):
     """SGD at lr 1e30: step 1's update makes step 2's loss NaN; the run stops there; checkpoint-1 is the last good."""
     out = tmp_path / "run"
-    code, err, _ = train(*train_args(out, "--optim", "sgd", "--learning_rate", "1e30", "--max_grad_norm", "0",
-                                     "--max_steps", "6", "--save_steps", "1", "--eval_split", "none"))
-    assert code == 1
-    line = error_line(err)
+    line = sgd_failure(train, out, "1e30", steps=6)
     assert "training diverged at step 2: the loss is nan" in line and "nothing non-finite was saved" in line
     assert f"last good checkpoint: {out / 'checkpoint-1'}" in line
     assert not (out / "adapter_model.safetensors").exists()
@@ -276,10 +281,7 @@ def test_huge_learning_rate_never_saves_nonfinite_weights(tmp_path, train):
 def test_nonfinite_weights_are_never_saved(tmp_path, train):
     """An infinite learning rate: loss and gradients of step 1 are finite, the weights after it are not."""
     out = tmp_path / "run"
-    code, err, _ = train(*train_args(out, "--optim", "sgd", "--learning_rate", "inf", "--max_grad_norm", "0",
-                                     "--max_steps", "4", "--save_steps", "1", "--eval_split", "none"))
-    assert code == 1
-    line = error_line(err)
+    line = sgd_failure(train, out, "inf", steps=4)
     assert "diverged at step 1: 28 trained weight tensors are not finite (first: " in line
     assert "lora_A.default.weight; not saved" in line and "last good checkpoint: none" in line
     assert not list(out.glob("checkpoint-*")) and not (out / "adapter_model.safetensors").exists()
