@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train SmolLM2-135M-Instruct with each built-in loss on the bundled sample, then build the board and its
-# screenshot. Run from the repository root: examples/smollm2_board/make.sh [WORKDIR]  (about 15 min on 2 CPU cores)
+# screenshot. Run from the repository root: examples/smollm2_board/make.sh [WORKDIR]  (about 25 min on 2 CPU cores)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
