@@ -225,3 +225,18 @@ def test_two_process_distributed_run(tiny_model, tmp_path):
     assert proc.stdout.count("'train_runtime'") + proc.stderr.count("'train_runtime'") == 1  # logged by rank 0
     card = json.loads((out / "moral_ambiguity_card.json").read_text())
     assert card["steps"] == 4 and (out / "README.md").exists() and (out / "adapter_model.safetensors").exists()
+
+
+def test_same_command_trains_the_same_adapter(tiny_model, tmp_path, train_in_process):
+    """The LoRA matrices are drawn after seeding, not from whatever the process's generator has become."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights = []
+    for run_dir in ("a", "b"):
+        torch.rand(1000)  # the process has drawn random numbers before (another model, another test)
+        out = tmp_path / run_dir
+        train_in_process(*train_args(tiny_model, out, "soft_cross_entropy", "--max_steps", "2", "--eval_split", "none"))
+        weights.append(load_file(out / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

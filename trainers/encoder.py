@@ -54,6 +54,8 @@ def _documents(spec, split: str, data_dir, limit):
 
 
 def train_one(args, model_args, task: str) -> dict:
+    from transformers import set_seed
+
     from loss_plugins import make_loss
     from moral_tasks.metrics import core as metrics
     from moral_tasks.prompts import get_task
@@ -74,6 +76,7 @@ def train_one(args, model_args, task: str) -> dict:
 
     train_ds = dataset(args.train_split, args.limit_train)
     eval_ds = dataset(args.eval_split, args.limit_eval) if args.do_eval_split else None
+    set_seed(args.seed)  # the new head's weights: the same command trains the same classifier
     trainer = EncoderVoteTrainer(
         model=load_classifier(model_args.model_name_or_path, spec.dataset, len(spec.labels)),
         args=args,

@@ -41,9 +41,12 @@ def _kbit_device_map():
 def load_model(model_args, training_args):
     """The base model, quantized and wrapped in LoRA as ModelConfig says (TRL's helpers)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
     from trl import get_peft_config, get_quantization_config
 
+    # Trainer seeds only when it starts: without this the LoRA matrices would be drawn from whatever the
+    # process's generator had become, and the same command could train a different adapter.
+    set_seed(training_args.seed)
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:
         try:
