@@ -20,11 +20,11 @@ from smollm2_fixtures import smollm2  # noqa: F401  (fixture)
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 LOSSES = ("soft_cross_entropy", "dirichlet_multinomial")
-# A few steps on a 135M model: the learning rate that moves it without overshooting differs by loss
-# (measured at seed 0: soft cross-entropy at 3e-3 lowered dev xentropy by only 0.03, Dirichlet at 5e-3
-# overshot into a B preference and raised it by 0.46). Margins at these settings: see the test.
-STEPS, BATCH, DEV_DOCS = 6, 4, 8
-LEARNING_RATE = {"soft_cross_entropy": 5e-3, "dirichlet_multinomial": 3e-3}
+# A few steps on a 135M model, seeded (the trainer seeds before drawing the LoRA matrices, so this is
+# deterministic): measured margins over the base at seed 0 (dev xentropy, order effect): soft cross-entropy
+# 0.111 and 0.108, Dirichlet 0.186 and 0.194. A learning rate of 5e-3 overshoots into a B preference
+# (soft cross-entropy then RAISES dev xentropy by 0.98): few-step fine-tunes of this model are touchy.
+STEPS, BATCH, DEV_DOCS, LEARNING_RATE = 6, 4, 8, 3e-3
 TASKS = ["moral_dilemmas", "moral_dilemmas_debiased"]
 METADATA = {"split": "dev", "data_dir": str(SAMPLE_DIR), "bootstrap_resamples": 50, "best_samples": 50}
 
@@ -48,7 +48,7 @@ def runs(smollm2, tmp_path_factory):  # noqa: F811
         code = main([str(a) for a in (
             "--model_name_or_path", smollm2.folder, "--task", "moral_dilemmas", "--loss", loss,
             "--output_dir", adapters[loss], "--data_dir", SAMPLE_DIR, "--apply_chat_template",
-            "--per_device_train_batch_size", BATCH, "--max_steps", STEPS, "--learning_rate", LEARNING_RATE[loss],
+            "--per_device_train_batch_size", BATCH, "--max_steps", STEPS, "--learning_rate", LEARNING_RATE,
             "--eval_steps", STEPS, "--limit_eval", DEV_DOCS, "--seed", 0)])
         assert code == 0
     results = {"base": dev_results(f"pretrained={smollm2.folder}")}
@@ -66,7 +66,6 @@ def test_fine_tune_lowers_dev_xentropy_and_order_effect(runs, loss):
         "order_effect": (base["moral_dilemmas_debiased"]["order_effect,none"]
                          - tuned["moral_dilemmas_debiased"]["order_effect,none"]),
     }
-    print("MARGINS", loss, margins)
     assert margins["xentropy"] > 0.05 and margins["order_effect"] > 0.05, margins
 
 
