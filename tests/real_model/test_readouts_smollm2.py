@@ -17,7 +17,8 @@ from smollm2_fixtures import METADATA, smollm2  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
-TASKS = ["moral_dilemmas_verbalized", "moral_dilemmas_sampling", "moral_dilemmas_answer"]
+TASKS = ["moral_dilemmas_verbalized", "moral_dilemmas_sampling", "moral_dilemmas_answer",
+         "moral_anecdotes_verbalized", "moral_anecdotes_sampling"]
 DOCS, SAMPLES = 2, 2
 
 
@@ -31,10 +32,11 @@ def test_every_generation_readout_runs_and_counts_its_replies(smollm2):  # noqa:
         samples, result = out["samples"][task], out["results"][task]
         replies = [r for s in samples for r in s["filtered_resps"][0]]
         assert len(samples) == DOCS and len(replies) == DOCS * (SAMPLES if "sampling" in task else 1)
+        letters = "AB" if "dilemmas" in task else "ABCDE"
         if "verbalized" in task:
-            parsed = sum(parse_distribution(r, "AB").shares is not None for r in replies)
+            parsed = sum(parse_distribution(r, letters).shares is not None for r in replies)
         else:
-            parsed = sum(parse_answer(r, "AB") is not None for r in replies)
+            parsed = sum(parse_answer(r, letters) is not None for r in replies)
         assert result["parse_rate,none"] == pytest.approx(parsed / len(replies)), (task, replies)
         scored = [s["record"] for s in samples if s["record"]["no_readout"] is None]
         assert result["no_readout,none"]["documents"] == DOCS - len(scored)
