@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 # Where PyPI's torch is a CUDA build, point this at a CPU index, e.g. https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
-# One pytest-xdist worker per core; a file's tests stay on one worker, so its fixtures are built once.
+# A file's tests stay on one worker (--dist loadfile), so its fixtures are built once.
 PYTEST_WORKERS ?= auto
 
 PY := $(VENV)/bin/python

@@ -59,14 +59,23 @@ def cached_build(build, root: Path, resolve_includes: bool, version: str, folder
     except Exception as err:  # a damaged cache costs a rebuild, never a run
         log.debug("task index cache %s unreadable (%s): rebuilding", path, err)
     index = build([root], resolve_includes=resolve_includes)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("wb", dir=folder, delete=False, suffix=".tmp") as fh:
-            pickle.dump((stamp, index), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(fh.name, path)
-    except OSError as err:
-        log.debug("task index cache %s not written (%s)", path, err)
+    _store(path, (stamp, index))
     return index
+
+
+def _store(path: Path, value) -> None:
+    """Write atomically; a cache that cannot be written is skipped, and leaves no partial file behind."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False, suffix=".tmp") as fh:
+            tmp = fh.name
+            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except (OSError, pickle.PicklingError) as err:
+        log.debug("task index cache %s not written (%s)", path, err)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def install(task_index_cls, lm_eval_tasks_dir: Path, version: str) -> None:

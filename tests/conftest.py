@@ -53,6 +53,7 @@ def read_results(output_path: Path) -> tuple[dict, dict[str, list[dict]]]:
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The committed tiny Llama (built by make_tiny_model); tests/fixtures/tiny-llama.gguf is the same network."""
