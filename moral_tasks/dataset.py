@@ -8,13 +8,12 @@ in every document, because lm-eval writes each document into the samples file.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 
 from .data import DataError, load_split, locate
-from .prompts import TaskSpec
+from .prompts import TaskSpec, prompt_fields
 
 log = logging.getLogger("lm_eval.moral_ambiguity")  # shown in lm_eval's log, with its format
 
@@ -32,15 +31,15 @@ def human_counts(row: dict) -> list | None:
 def build_documents(spec: TaskSpec, split: str = DEFAULT_SPLIT, data_dir: str | None = None):
     """``(DatasetDict, data_source)``: ``test`` = the requested split, ``validation`` = dev (few-shot only).
 
-    Columns: ``id``, ``doc`` (the Scruples row as JSON text: its nested fields vary between
-    rows, which Arrow columns do not allow), ``choices`` (answer letters), ``target``
-    (majority label index), ``counts`` (votes, label order), ``human_counts``.
+    Columns: ``id``, the texts the prompts read (:func:`moral_tasks.prompts.prompt_fields`:
+    ``actions`` of a dilemma, ``title`` and ``text`` of an anecdote), ``choices`` (answer
+    letters), ``target`` (majority label index), ``counts`` (votes, label order), ``human_counts``.
     """
     import datasets
 
     def to_dataset(split_name: str):
         loaded = load_split(spec, split_name, data_dir)
-        rows = [{"id": row["id"], "doc": json.dumps(row, ensure_ascii=False), "choices": list(spec.letters),
+        rows = [{"id": row["id"], **prompt_fields(spec.dataset, row), "choices": list(spec.letters),
                  "target": int(np.argmax(c)), "counts": c, "human_counts": human_counts(row)}
                 for row, c in zip(loaded.rows, loaded.counts)]
         return datasets.Dataset.from_list(rows), loaded.provenance_str

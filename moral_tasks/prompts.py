@@ -68,6 +68,14 @@ anecdote_binary_prompt = Prompt("Did the author act rightly or wrongly?\n", "Ans
                                 ("The author was in the right", "The author was in the wrong"), story=True)
 
 
+def prompt_fields(dataset: str, row: dict) -> dict:
+    """The fields of a Scruples row that the prompts and the encoder baselines read: an lm-eval
+    document carries only these (lm-eval writes every document into the samples file)."""
+    if dataset == "dilemmas":
+        return {"actions": [{"description": a["description"]} for a in row["actions"]]}
+    return {"title": row["title"], "text": row["text"]}
+
+
 def encoder_inputs(dataset: str, doc: dict) -> list:
     """What an encoder baseline reads (Scruples' baselines): one text per action for dilemmas
     (a two-choice ranker), the (title, text) pair for anecdotes (a classifier)."""

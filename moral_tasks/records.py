@@ -3,13 +3,13 @@
 This is the interface between scoring a model and everything that reads its
 results afterwards (``moral-ambiguity rescore``, the leaderboard, paired tests
 across models). Each lm-eval sample line holds exactly one record, under the
-key :data:`RECORD_KEY`; the metric keys next to it hold only the document id
-(so that the samples file stays small: the aggregation functions find the
-corpus through the record key).
+key :data:`RECORD_KEY`; the metric keys next to it hold only a 16-bit tag of the
+document (:func:`corpus_tag`; so that the samples file stays small: the aggregation
+functions find the corpus through the record key).
 
-A record (JSON object, format :data:`RECORD_FORMAT`)::
+A record (JSON object, format :data:`RECORD_FORMAT`; a field whose value would be null is left out)::
 
-    format          "moral-ambiguity/record/3"
+    format          "moral-ambiguity/record/4"
     task            the task name as lm-eval ran it (e.g. "moral_dilemmas_debiased")
     doc_id          the Scruples id
     labels          label order = option order of every list below (e.g. ["FIRST", "SECOND"])
@@ -33,27 +33,32 @@ A record (JSON object, format :data:`RECORD_FORMAT`)::
                     answer, "replies": generated, "parsed": of them read, "distinct": different reply
                     texts, "votes": parsed answers per option (sampling/answer) or null, "stated": the
                     stated shares before smoothing (verbalized) or null}; null for log-probability tasks
-    scoring         the task's scoring settings (they travel with the records: an aggregation
+    scoring         the run's scoring settings (they travel with the records: an aggregation
                     sees nothing else): fixed_concentration, bootstrap_resamples, bootstrap_seed,
                     best_samples, merge_variants, agreement_cuts, prompt_version, data_source,
-                    prior (mean vote share of prior_split, i.e. train; null without it)
+                    prior (mean vote share of prior_split, i.e. train; null without it). Written
+                    ONCE per lm-eval process (on the first record it writes for the task), left out
+                    of the others: the records of a file or of an aggregation share one set, which
+                    :func:`attach_scoring` gives back to every record when they are read.
 
-Older samples files are refused with a message saying to rerun ``lm_eval``: format 1
-(moral-ambiguity 0.1: the record was repeated under every metric key and a debiased dilemma had
-two lines) and format 2 (the generation readouts wrote their own "moral-ambiguity/readout/1" line
-around the record).
+Format 3 (every record carried ``scoring``) is read as well. Older samples files are refused
+with a message saying to rerun ``lm_eval``: format 1 (moral-ambiguity 0.1: the record was
+repeated under every metric key and a debiased dilemma had two lines) and format 2 (the
+generation readouts wrote their own "moral-ambiguity/readout/1" line around the record).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 RECORD_KEY = "record"
-RECORD_FORMAT = "moral-ambiguity/record/3"
+RECORD_FORMAT = "moral-ambiguity/record/4"
+READABLE_FORMATS = (RECORD_FORMAT, "moral-ambiguity/record/3")
 
 
 class RecordFormatError(ValueError):
@@ -69,7 +74,7 @@ class Record:
     q: list[float]
     option_mass: float
     counts: list[int]
-    scoring: dict[str, Any]
+    scoring: dict[str, Any] | None
     human_counts: list[int] | None = None
     variant_mass: float | None = None
     orders: dict[str, list[float]] | None = None
@@ -78,24 +83,24 @@ class Record:
     format: str = field(default=RECORD_FORMAT)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> "Record":
         if not isinstance(obj, dict):
             raise RecordFormatError(f"{where}: expected a record object, got {type(obj).__name__}")
         fmt = obj.get("format")
-        if fmt != RECORD_FORMAT:
+        if fmt not in READABLE_FORMATS:
             raise RecordFormatError(
                 f"{where}: record format {fmt!r} is not {RECORD_FORMAT!r}; it was written by another "
                 "version of moral-ambiguity: rerun lm_eval with this version (see CHANGELOG.md)"
             )
         names = {f for f in cls.__dataclass_fields__}
-        missing = sorted(n for n in ("task", "doc_id", "labels", "option_loglik", "q", "option_mass", "counts",
-                                     "scoring") if n not in obj)
+        missing = sorted(n for n in ("task", "doc_id", "labels", "option_loglik", "q", "option_mass", "counts")
+                         if n not in obj)
         if missing:
             raise RecordFormatError(f"{where}: record lacks {', '.join(missing)}")
-        record = cls(**{k: v for k, v in obj.items() if k in names})
+        record = cls(**{"scoring": None, **{k: v for k, v in obj.items() if k in names}})
         if record.no_readout is not None:
             return record
         k = len(record.labels)
@@ -106,6 +111,30 @@ class Record:
         if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in record.q):
             raise RecordFormatError(f"{where}: q has a non-finite value: {record.q}")
         return record
+
+
+def corpus_tag(task: str, doc_id: str) -> int:
+    """What a document's metric keys hold: a 16-bit checksum of task and document id. The
+    aggregations compare the corpus's tags with those of the scored records, so a value is never
+    reported for another task's or another selection's documents (a collision needs the same
+    multiset of tags)."""
+    return zlib.crc32(f"{task}\0{doc_id}".encode()) & 0xFFFF
+
+
+def attach_scoring(records: list[Record], where: str) -> list[Record]:
+    """``records`` each holding the scoring settings that some of them carry (see the module
+    docstring); raises when none carries them or two carry different ones."""
+    given = [r.scoring for r in records if r.scoring is not None]
+    if records and not given:
+        raise RecordFormatError(f"{where}: no record carries the run's scoring settings (the samples file is "
+                                "incomplete: keep every line lm_eval wrote)")
+    for other in given[1:]:
+        if other != given[0]:
+            raise RecordFormatError(f"{where}: the records disagree on their scoring settings ({other} vs "
+                                    f"{given[0]}): they come from different runs")
+    for r in records:
+        r.scoring = given[0]
+    return records
 
 
 def read_samples(path: str | Path) -> list[Record]:
@@ -131,4 +160,4 @@ def read_samples(path: str | Path) -> list[Record]:
                 "with --log_samples)"
             )
         records.append(Record.from_json(sample[RECORD_KEY], where))
-    return records
+    return attach_scoring(records, str(path))

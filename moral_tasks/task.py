@@ -4,8 +4,8 @@ One document per Scruples item. Its requests read every presentation order of th
 (one for plain tasks, both action orders for ``moral_dilemmas_debiased``) and every surface
 variant of every option (" A" and "A"): variants share their context, so with the HF
 backend's logits cache a document costs one forward pass per order. ``process_results``
-returns one record (:mod:`moral_tasks.records`) under ``record`` and the document id under
-every metric key; :mod:`moral_tasks.harness` aggregates them.
+returns one record (:mod:`moral_tasks.records`) under ``record`` and a short tag of the
+document under every metric key; :mod:`moral_tasks.harness` aggregates them.
 
 Task metadata (YAML ``metadata:`` or ``--metadata '{...}'``): ``split`` (default test),
 ``data_dir``, ``dirichlet_concentration`` (default K), ``bootstrap_resamples`` (default 1000,
@@ -24,7 +24,7 @@ from lm_eval.api.task import ConfigurableTask
 
 from .dataset import DEFAULT_SPLIT, PRIOR_SPLIT, build_documents, train_prior
 from .answers import is_no_readout
-from .records import RECORD_KEY, Record
+from .records import RECORD_KEY, Record, corpus_tag
 from .metrics import core as M
 from .metrics import intervals
 from .prompts import PROMPT_VERSION, get_task, option_variants
@@ -103,9 +103,10 @@ class MoralTask(ConfigurableTask):
             self.config.validation_split = None
         self.scoring = {**settings, "data_source": source, "prior": train_prior(self.spec, data_dir),
                         "prior_split": PRIOR_SPLIT}
+        self._scoring_doc = None
 
     def doc_to_text(self, doc: dict, doc_to_text=None) -> str:
-        return self.spec.prompt(json.loads(doc["doc"]))
+        return self.spec.prompt(doc)
 
     def construct_requests(self, doc: dict, ctx, **kwargs) -> list:
         # lm-eval's own requests fix the context and the delimiter it scores (" " or "" under a chat template).
@@ -113,12 +114,11 @@ class MoralTask(ConfigurableTask):
         cont = base[0].arguments[1]
         delimiter = cont[: len(cont) - len(self.doc_to_choice(doc)[0])]
         variants = option_variants(self.spec, delimiter)
-        row = json.loads(doc["doc"])
         requests = []
         for _, perm in self.spec.presentation_orders:
             ctx_o = ctx
             if list(perm) != sorted(perm):
-                ctx_o = _swap_text(ctx, self.spec.prompt(row), self.spec.prompt(self.spec.reorder(row, perm)), doc["id"])
+                ctx_o = _swap_text(ctx, self.spec.prompt(doc), self.spec.prompt(self.spec.reorder(doc, perm)), doc["id"])
             for v in range(len(variants[0])):  # the layout prompts.request_layout describes
                 for option in variants:
                     # New instances (dataclasses.replace would share the template's resps list).
@@ -136,8 +136,19 @@ class MoralTask(ConfigurableTask):
             record = Record(task=self.config.task, doc_id=doc["id"], labels=list(self.spec.labels), option_loglik=[],
                             q=[], option_mass=0.0, counts=doc["counts"], scoring=self.scoring,
                             human_counts=doc["human_counts"], no_readout=missing.reason)
-            return {RECORD_KEY: record.to_json(), **{name: doc["id"] for name in self._reported}}
+            return self._result(record)
         logliks = np.array([float(r[0]) for r in results]).reshape(len(orders), -1, k)
         record = read_out(self.config.task, doc["id"], self.spec.labels, orders, logliks, doc["counts"],
                           doc["human_counts"], self.scoring, merge_variants=self.scoring["merge_variants"])
-        return {RECORD_KEY: record.to_json(), **{name: doc["id"] for name in self._reported}}
+        return self._result(record)
+
+    def _result(self, record: Record) -> dict:
+        """What process_results returns: the record, which carries the run's scoring settings only
+        if it is this process's first document (records.py), and the document's tag under every
+        metric key."""
+        if self._scoring_doc is None:
+            self._scoring_doc = record.doc_id
+        if record.doc_id != self._scoring_doc:
+            record.scoring = None
+        tag = corpus_tag(record.task, record.doc_id)
+        return {RECORD_KEY: record.to_json(), **{name: tag for name in self._reported}}

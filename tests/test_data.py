@@ -153,7 +153,11 @@ def test_build_documents_columns_and_split_choice(tmp_path):
     ds, source = build_documents(get_task("moral_dilemmas"), split="train-extra", data_dir=str(root))
     assert set(ds) == {"test", "validation"}
     doc = ds["test"][0]
-    original = json.loads(doc["doc"])
+    original = json.loads((root / "dilemmas" / "train-extra.scruples-dilemmas.jsonl").read_text().splitlines()[0])
+    # a document carries the texts the prompt reads, not the whole row (it is written into every samples line)
+    assert doc["id"] == original["id"]
+    assert doc["actions"] == [{"description": a["description"]} for a in original["actions"]]
+    assert set(doc) == {"id", "actions", "choices", "target", "counts", "human_counts"}
     assert doc["counts"] == original["gold_annotations"]
     assert doc["choices"] == ["A", "B"]
     assert doc["target"] == original["gold_label"]

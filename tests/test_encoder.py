@@ -75,7 +75,7 @@ def test_lm_eval_model_type_reproduces_the_classifier(encoders, tmp_path):
         tok = AutoTokenizer.from_pretrained(folder)
         tok.truncation_side = "left"
         for sample in samples[task][:8]:
-            row = json.loads(sample["doc"]["doc"])
+            row = sample["doc"]
             texts = encoder_inputs(spec.dataset, row)
             with torch.no_grad():
                 if spec.dataset == "dilemmas":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -64,13 +65,13 @@ def test_results_carry_the_headline_metrics_baselines_and_format(main_run):
         assert row["record_format,none"] == RECORD_FORMAT
         assert row["record,none"] == 10 and len(samples[task]) == 10
         assert row["data_source,none"].startswith("full:scruples-v1.0/")
-        assert {"agreement_low,none", "agreement_mid,none", "agreement_high,none"} <= set(row)
+        assert not {"agreement_low,none", "agreement_mid,none", "agreement_high,none"} & set(row)  # _full only
         assert ("order_effect,none" in row) == (task == "moral_dilemmas_debiased")
         assert "calibrated_xentropy_insample,none" not in row  # the full set is moral_dilemmas_full etc.
         assert results["higher_is_better"][task]["xentropy"] is False
 
 
-def test_one_record_per_document_and_metric_keys_hold_only_the_doc_id(main_run):
+def test_one_record_per_document_and_metric_keys_hold_only_a_tag(main_run):
     _, samples, _ = read_run(main_run)
     for task in MAIN_TASKS:
         for sample in samples[task]:
@@ -78,7 +79,9 @@ def test_one_record_per_document_and_metric_keys_hold_only_the_doc_id(main_run):
             assert record["format"] == RECORD_FORMAT and record["task"] == task
             assert record["doc_id"] == sample["doc"]["id"] and record["counts"] == sample["doc"]["counts"]
             others = [m for m in sample["metrics"] if m != "record"]
-            assert sample["metrics"][0] == "record" and all(sample[m] == record["doc_id"] for m in others)
+            # the tag: crc32 of "task NUL doc id", low 16 bits (zlib computes it here, independently of the task)
+            tag = zlib.crc32(f"{task}\0{sample['doc']['id']}".encode()) % 65536
+            assert sample["metrics"][0] == "record" and all(sample[m] == tag for m in others)
             spec = get_task(task)
             # the layout model types read; lm-eval's files hold {"gen_args_<i>": {"arg_0": ctx, "arg_1": cont}}
             for i in range(len(sample["arguments"])):
@@ -94,7 +97,10 @@ def test_one_record_per_document_and_metric_keys_hold_only_the_doc_id(main_run):
                 assert record["orders"]["AB"] == pytest.approx(ab) and record["orders"]["BA"] == pytest.approx(ba[::-1])
                 assert record["q"] == pytest.approx([(ab[0] + ba[1]) / 2, (ab[1] + ba[0]) / 2])
             else:
-                assert record["q"] == pytest.approx(ref_q([ll[0, 0]])[0]) and record["orders"] is None
+                assert record["q"] == pytest.approx(ref_q([ll[0, 0]])[0]) and "orders" not in record
+        # One process wrote this file: its first record carries the run's scoring settings, no other does.
+        carriers = [i for i, sample in enumerate(samples[task]) if "scoring" in sample["record"]]
+        assert carriers == [0] and samples[task][0]["record"]["scoring"]["bootstrap_resamples"] == 200
 
 
 @pytest.mark.parametrize("task", MAIN_TASKS)
@@ -146,7 +152,7 @@ def test_option_probabilities_equal_the_models_next_token_distribution(main_run,
         return out
 
     for plain, debiased in list(zip(samples["moral_dilemmas"], samples["moral_dilemmas_debiased"]))[:3]:
-        row = json.loads(plain["doc"]["doc"])
+        row = plain["doc"]
         scored, variants = probs(dilemma_prompt(row), [" A", " B"]), probs(dilemma_prompt(row), ["A", "B"])
         assert plain["record"]["option_mass"] == pytest.approx(sum(scored), rel=1e-4)
         assert plain["record"]["variant_mass"] == pytest.approx(sum(variants), rel=1e-4)
@@ -182,6 +188,7 @@ def test_full_variant_reports_every_metric(tiny_lm, scruples_dir):
     for name in (*CORE_NAMES, "best_xentropy", "best_acc", "best_f1_macro", "order_effect"):
         assert math.isfinite(row[f"{name},none"]) and len(row[f"{name}_ci95,none"]) == 2, name
     assert "calibrated_xentropy,none" not in row and len(M.METRIC_NAMES) == len(CORE_NAMES)
+    assert sum(row[f"agreement_{level},none"]["n"] for level in ("low", "mid", "high")) == 4
 
 
 def test_merge_variants_reads_the_logsumexp_of_each_options_variants(tiny_lm, scruples_dir):
@@ -191,14 +198,14 @@ def test_merge_variants_reads_the_logsumexp_of_each_options_variants(tiny_lm, sc
         ll = primary_logliks(sample, 2)[0]
         merged = [math.log(math.exp(ll[0, i]) + math.exp(ll[1, i])) for i in range(2)]
         assert sample["record"]["q"] == pytest.approx(ref_q([merged])[0], rel=1e-9)
-        assert sample["record"]["scoring"]["merge_variants"] is True
+    assert out["samples"]["moral_anecdotes_binary"][0]["record"]["scoring"]["merge_variants"] is True
 
 
 def _swapped_context_check(sample):
     """The BA order's context is the AB context with only the document's own text reordered."""
     from moral_tasks.prompts import dilemma_prompt, reorder_actions
 
-    row = json.loads(sample["doc"]["doc"])
+    row = sample["doc"]
     ab_ctx, ba_ctx = sample["arguments"][0][0], sample["arguments"][4][0]
     ab_text, ba_text = dilemma_prompt(row), dilemma_prompt(reorder_actions(row, (1, 0)))
     head, _, tail = ab_ctx.rpartition(ab_text)

@@ -1,12 +1,13 @@
 """How large a samples line is: one line per dilemma, and what it may cost.
 
-Measured on the tiny model (docs/tidy.md has the breakdown), a moral_dilemmas line is about
-4.2 KB, of which lm-eval's own fields are most: ``arguments`` (the prompt once per request:
-2 options x 2 surface variants, ~1.0 KB), ``doc`` (~0.5 KB), ``resps`` + ``filtered_resps``
-(~0.3 KB), the three sha256 hashes (~0.25 KB) and the ``metrics`` name list (~0.4 KB).  Ours
-is the record (~0.8 KB, of which ~0.37 KB is the run's scoring settings repeated per line)
-and the metric keys, each holding only the doc id (~1.0 KB for 25 keys).  The debiased
-task's one line per dilemma carries both presentation orders, so its prompt copies double.
+Measured on the tiny model, a moral_dilemmas line of the bundled sample is about 3.1 KB, of
+which lm-eval's own fields are most: ``arguments`` (the prompt once per request: 2 options x 2
+surface variants, ~1.0 KB), the ``metrics`` name list (~0.4 KB), ``resps`` + ``filtered_resps``
+(~0.3 KB), ``doc`` (~0.3 KB: the texts the prompt reads, the votes) and the three sha256 hashes
+(~0.25 KB).  Ours is the record (~0.4 KB; the run's scoring settings are written once, on the
+first line) and the metric keys, each holding a 16-bit tag (~0.55 KB for 24 keys).  The
+debiased task's one line per dilemma carries both presentation orders, so its prompt copies
+double.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from harness_runs import main_run, read_run, tiny_lm  # noqa: F401
 
 pytestmark = pytest.mark.slow  # main_run is one lm_eval run (~15 s), shared with test_lm_eval_e2e
 
-# Bytes per line, mean over main_run's 10 synthetic dilemmas: 3437 and 4595 measured
-# (4262 and 5741 on the bundled sample's longer texts), plus ~10%.  A change that grows
+# Bytes per line, mean over main_run's 10 synthetic dilemmas: 2749 and 3913 measured
+# (3123 and 4566 on the bundled sample's 40 test dilemmas), plus ~5%.  A change that grows
 # every line (another per-request field, a record field repeated) fails here.
-LIMITS = {"moral_dilemmas": 3800, "moral_dilemmas_debiased": 5100}
+LIMITS = {"moral_dilemmas": 2900, "moral_dilemmas_debiased": 4100}
 
 
 def test_a_dilemma_samples_line_stays_under_its_measured_size(main_run):

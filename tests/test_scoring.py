@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
+import zlib
 
 import numpy as np
 import pytest
@@ -164,13 +166,19 @@ def test_in_sample_calibration_is_named_so():
     assert "calibrated_xentropy" not in values and "temperature" not in values
 
 
-def test_aggregations_find_the_corpus_by_doc_ids():
+def test_aggregations_find_the_corpus_by_the_documents_tags():
     records = [r.to_json() for r in _random_records(2, n=8)]
     assert harness.agg_record(records) == 8
-    ids = [r["doc_id"] for r in records][::-1]
-    assert harness.agg_xentropy(ids) == score_records(_random_records(2, n=8))["xentropy"]
+
+    def tags(task):  # what process_results puts under each metric key: crc32 of "task NUL doc id", 16 bits
+        return [zlib.crc32(f"{task}\0{r['doc_id']}".encode()) % 65536 for r in records][::-1]
+
+    assert harness.agg_xentropy(tags(records[0]["task"])) == score_records(_random_records(2, n=8))["xentropy"]
     with pytest.raises(CorpusError, match="no scored corpus for these 7 documents"):
-        harness.agg_xentropy(ids[:7])
+        harness.agg_xentropy(tags(records[0]["task"])[:7])
+    # the same documents of another task (e.g. the debiased variant) are another corpus
+    with pytest.raises(CorpusError, match="no scored corpus for these 8 documents"):
+        harness.agg_xentropy(tags("moral_dilemmas_debiased"))
 
 
 def test_corpus_errors_name_the_problem():
@@ -203,3 +211,23 @@ def test_reordering_a_chat_json_context_and_a_context_without_the_prompt():
     assert isinstance(swapped, JsonChatStr) and json.loads(swapped.prompt)[0]["content"] == "Q\n" + new
     with pytest.raises(ValueError, match="document d1: its prompt does not occur in the context"):
         _swap_text("something else", old, new, "d1")
+
+
+def test_a_samples_file_writes_the_settings_once_and_reads_format_3_too(tmp_path):
+    from moral_tasks.records import read_samples
+
+    records = _random_records(4, n=5)
+    # Format 4 as the task writes it: settings on the first record only, null fields left out.
+    lines = [{"record": {**r.to_json(), **({} if i == 0 else {"scoring": None})}} for i, r in enumerate(records)]
+    lines = [{"record": {k: v for k, v in line["record"].items() if v is not None}} for line in lines]
+    assert "orders" not in lines[0]["record"] and "scoring" not in lines[1]["record"]
+    v4 = tmp_path / "v4.jsonl"
+    v4.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # Format 3 (moral-ambiguity before this change): every field on every line, settings repeated.
+    v3 = tmp_path / "v3.jsonl"
+    v3.write_text("".join(json.dumps({"record": {**dataclasses.asdict(r), "format": "moral-ambiguity/record/3"}}) + "\n"
+                          for r in records))
+    for path in (v4, v3):
+        got = read_samples(path)
+        assert [r.scoring for r in got] == [SCORING] * 5 and [r.q for r in got] == [r.q for r in records]
+        assert score_records(got)["xentropy"] == score_records(records)["xentropy"]

@@ -69,7 +69,7 @@ class EncoderClassifierLM(LM):
         out = []
         for start in range(0, len(docs), self.batch_size):
             chunk = docs[start:start + self.batch_size]
-            feats = [{**encode(tokenizer, spec.dataset, json.loads(d["doc"]), card["max_length"]), "counts": d["counts"]}
+            feats = [{**encode(tokenizer, spec.dataset, d, card["max_length"]), "counts": d["counts"]}
                      for d in chunk]
             batch = {k: v.to(self._device) for k, v in collate(feats).items()}
             with torch.no_grad():

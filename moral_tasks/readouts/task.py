@@ -46,14 +46,14 @@ def agg_readout(records: list) -> int:
     return harness.publish_corpus(harness.parse_records(records), score_readouts)
 
 
-def agg_parse_rate(doc_ids: list) -> Any:
+def agg_parse_rate(tags: list) -> Any:
     """Share of the generated replies that could be read (verbalized: a stated distribution; sampling and answer: one option)."""
-    return harness.corpus_value("parse_rate", doc_ids)
+    return harness.corpus_value("parse_rate", tags)
 
 
-def agg_no_readout(doc_ids: list) -> Any:
+def agg_no_readout(tags: list) -> Any:
     """Documents none of whose replies could be read (left out of every other metric), with the reasons."""
-    return harness.corpus_value("no_readout", doc_ids)
+    return harness.corpus_value("no_readout", tags)
 
 
 _READOUT_METRICS = [
@@ -106,6 +106,6 @@ class ReadoutTask(MoralTask):
         (replies,) = results
         record = read_replies(self.config.task, doc["id"], self.spec.readout, list(replies), self.spec.labels,
                                self.spec.letters, doc["counts"], doc["human_counts"], self.scoring)
-        return {RECORD_KEY: record.to_json(), **{name: doc["id"] for name in self._reported}}
+        return self._result(record)
 
 

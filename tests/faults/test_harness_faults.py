@@ -47,6 +47,29 @@ def test_samples_file_with_a_document_twice(main_run, tmp_path, rescore_error):
     assert f"moral_dilemmas: document(s) scored twice: {doc_id}" in rescore_error(run_dir)
 
 
+def test_samples_file_without_the_line_that_carries_the_scoring_settings(main_run, tmp_path, rescore_error):
+    run_dir, _ = copy_run(main_run, tmp_path / "run")
+    path = next(run_dir.rglob("samples_moral_dilemmas_2*.jsonl"))
+    lines = path.read_text().splitlines()
+    assert "scoring" in json.loads(lines[0])["record"]  # the settings are written once, on the first line
+    path.write_text("\n".join(lines[1:]) + "\n")  # e.g. a file filtered with grep
+    err = rescore_error(run_dir)
+    assert f"{path}: no record carries the run's scoring settings" in err and "keep every line" in err
+
+
+def test_samples_files_of_two_runs_concatenated(main_run, tiny_lm, scruples_dir, tmp_path, rescore_error):
+    """Two real runs with other settings (dev split, 20 resamples): their lines in one file are refused."""
+    other = tmp_path / "other"
+    evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(scruples_dir), "split": "dev", "bootstrap_resamples": 20},
+             output=other, limit=2)
+    run_dir, _ = copy_run(main_run, tmp_path / "run")
+    path = next(run_dir.rglob("samples_moral_dilemmas_2*.jsonl"))
+    extra = next(other.rglob("samples_moral_dilemmas_2*.jsonl")).read_text()
+    path.write_text(path.read_text() + extra)
+    err = rescore_error(run_dir)
+    assert f"{path}: the records disagree on their scoring settings" in err and "different runs" in err
+
+
 def test_dev_run_that_is_the_test_run_is_refused(main_run, rescore_error):
     assert "the dev run shares 10 document(s) with the evaluated run" in rescore_error(main_run, "--dev", main_run)
 
