@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   the three tasks on the bundled sample with a tiny local model (core install only)
+#   make demo   the four tasks on the bundled sample with a tiny local model (core install only)
 #   make test   the full test suite, the README's test command (every extra and the test tools)
 #   make test-fast   the edit-test loop: every test not marked slow (under 2 minutes on 2 cores)
 # Both run PYTEST_WORKERS pytest-xdist workers (default: one per core; PYTEST_WORKERS=0 runs in one process).

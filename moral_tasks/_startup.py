@@ -6,7 +6,8 @@ types. This hook waits, at no cost, for ``lm_eval.tasks.manager`` and
 ``lm_eval.api.registry`` to be imported, then adds our task folder to every
 ``TaskManager``'s include path and registers our model types; once
 ``lm_eval.models.huggingface`` is imported, it adds the model identity to
-``--model hf`` results (see :mod:`moral_tasks.lm_eval_plugin`).
+``--model hf`` results; once ``lm_eval.utils`` is, it shortens our rows of
+the printed table (see :mod:`moral_tasks.lm_eval_plugin`).
 
 Rules it keeps: it imports nothing heavy (only ``sys`` and ``importlib``), it
 does nothing until lm-eval is imported, any failure turns into a warning, and
@@ -19,7 +20,7 @@ import sys
 
 # module -> the function of moral_tasks.lm_eval_plugin to call once it has run
 _TARGETS = {"lm_eval.tasks.manager": "install", "lm_eval.api.registry": "install_models",
-            "lm_eval.models.huggingface": "install_model_identity"}
+            "lm_eval.models.huggingface": "install_model_identity", "lm_eval.utils": "install_table"}
 
 
 class _PatchingLoader(importlib.abc.Loader):

@@ -1,9 +1,10 @@
 """Make lm-eval see our tasks and model types without ``--include_path`` or imports.
 
 Called by the startup hook once ``lm_eval.tasks.manager`` (tasks),
-``lm_eval.api.registry`` (model types) or ``lm_eval.models.huggingface``
-(model identity in results) has been imported, and usable directly from Python
-(``install()``, ``install_models()``, ``install_model_identity()``).
+``lm_eval.api.registry`` (model types), ``lm_eval.models.huggingface``
+(model identity in results) or ``lm_eval.utils`` (the printed table) has been
+imported, and usable directly from Python (``install()``, ``install_models()``,
+``install_model_identity()``, ``install_table()``).
 """
 
 from __future__ import annotations
@@ -98,3 +99,50 @@ def install_model_identity(huggingface_module=None) -> None:
 
     cls.get_model_info = get_model_info
     cls._moral_ambiguity_identity = True
+
+
+def install_table(utils_module=None) -> None:
+    """Print our tasks' rows of lm_eval's table in short form (the results JSON keeps every value whole).
+
+    lm-eval prints every value as ``str(value)`` in one column, so one list of warnings or a
+    full-precision interval made every row of the table hundreds of characters wide.
+    """
+    if utils_module is None:
+        import lm_eval.utils as utils_module
+
+    original = utils_module.make_table
+    if getattr(original, "_moral_ambiguity_table", False):
+        return
+
+    @functools.wraps(original)
+    def make_table(result_dict, column: str = "results", sort_results: bool = False):
+        try:
+            shown = _short_rows(result_dict, column)
+        except Exception:  # only the display is ours: never lose lm-eval's table over it
+            shown = result_dict
+        return original(shown, column, sort_results)
+
+    make_table._moral_ambiguity_table = True
+    utils_module.make_table = make_table
+
+
+def _short_rows(result_dict, column: str):
+    rows = result_dict.get(column) if isinstance(result_dict, dict) else None
+    if not isinstance(rows, dict):
+        return result_dict
+    # Our rows are the ones that report the samples format (moral_tasks.scoring.score_records).
+    short = {task: {key: _short(key.partition(",")[0], value) for key, value in row.items()}
+             if isinstance(row, dict) and "record_format,none" in row else row for task, row in rows.items()}
+    return {**result_dict, column: short}
+
+
+def _short(metric: str, value):
+    if metric == "warnings" and isinstance(value, list):
+        return f"{len(value)} (see the log or results JSON)" if value else "none"
+    if metric == "no_readout" and isinstance(value, dict):
+        return value.get("documents")
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) or v is None for v in value):
+        return "[" + ", ".join("None" if v is None else f"{v:.4g}" for v in value) + "]"
+    if isinstance(value, dict):
+        return "(see the results JSON)"
+    return value

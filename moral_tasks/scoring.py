@@ -24,7 +24,7 @@ from scipy.special import logsumexp
 from .metrics import core as M
 from .metrics import intervals
 from .metrics.best import best_scores
-from .prompts import get_task
+from .prompts import VARIANTS, get_task
 from .records import RECORD_FORMAT, Record
 
 # Inside one lm_eval run the temperature can only be fitted on the evaluated split itself:
@@ -215,12 +215,18 @@ _METRIC_FUNCTIONS = {"xentropy": M.xentropy, "acc": M.accuracy, "f1_macro": M.f1
                      "brier": M.brier}
 
 
-def _option_label(task: str, index: int) -> str:
-    """The label the task's prompt shows for option ``index`` (A, B, ... or 1, 2, ... for a numbered template)."""
+def _dominant_option(task: str, index: int, label: str, share: float) -> str:
+    """The warning for one option chosen on (nearly) every document, with what it can mean for this task."""
     try:
-        return get_task(task).letters[index]
+        spec = get_task(task)
     except ValueError:  # records of a task this version does not define: say the position
-        return f"#{index + 1}"
+        return f"{task}: option #{index + 1} ({label}) is the model's choice for {share:.0%} of documents"
+    if len(spec.presentation_orders) > 1:
+        return (f"{task}: {label} is the model's choice for {share:.0%} of documents with the presentation orders "
+                "averaged (so not a position effect)")
+    debiased = next((name for name, v in VARIANTS.items() if v.base_name == spec.base_name), None)
+    return (f"{task}: option {spec.letters[index]} ({label}) is the model's choice for {share:.0%} of documents "
+            "(a position or letter preference, not a judgment" + (f"; see {debiased}" if debiased else "") + ")")
 
 
 def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[str]) -> list[str]:
@@ -244,6 +250,5 @@ def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[st
     share = np.bincount(argmax, minlength=len(labels)) / len(argmax)
     top = int(share.argmax())
     if share[top] > DOMINANT_OPTION_SHARE:
-        out.append(f"{task}: option {_option_label(task, top)} ({labels[top]}) is the model's choice for {share[top]:.0%} of documents "
-                   "(a position or letter preference, not a judgment; see moral_dilemmas_debiased)")
+        out.append(_dominant_option(task, top, labels[top], share[top]))
     return out

@@ -318,9 +318,23 @@ def test_regular_wheel_install_finds_tasks(tiny_model, scruples_dir, tmp_path):
     assert str(site) in where
     assert (site / "moral_ambiguity_lm_eval.pth").exists()
     cmd = [py, "-m", "lm_eval", *lm_eval_cmd(tiny_model, scruples_dir, tmp_path / "o", "moral_dilemmas", "--limit", "4")[1:]]
-    run(cmd, cwd=tmp_path)
+    table = [line for line in run(cmd, cwd=tmp_path).stdout.splitlines() if line.startswith("|")]
     results, _ = read_results(tmp_path / "o")
-    assert math.isfinite(results["results"]["moral_dilemmas"]["xentropy,none"])
+    row = results["results"]["moral_dilemmas"]
+    assert math.isfinite(row["xentropy,none"])
+    _check_short_table(table, row)
+
+
+def _check_short_table(table: list[str], row: dict) -> None:
+    """The printed table shows our lists and dicts in short form; the results JSON keeps them whole."""
+    cells = {line.split("|")[5].strip(): line.split("|")[7].strip() for line in table[2:]}
+    low, high = row["xentropy_ci95,none"]
+    assert cells["xentropy_ci95"] == f"[{low:.4g}, {high:.4g}]"
+    assert cells["warnings"] == (f"{len(row['warnings,none'])} (see the log or results JSON)" if row["warnings,none"]
+                                 else "none")
+    assert cells["no_readout"] == str(row["no_readout,none"]["documents"])
+    # The widest value left is the data source line; before, one warnings list made every row ~750 characters.
+    assert max(len(line) for line in table) <= 100 + len(row["data_source,none"])
 
 
 def test_moral_ambiguity_eval_passes_through_to_lm_eval(tiny_model, tmp_path):
@@ -328,9 +342,11 @@ def test_moral_ambiguity_eval_passes_through_to_lm_eval(tiny_model, tmp_path):
     cmd = [BIN / "moral-ambiguity", "eval", "--model", "hf", "--model_args", f"pretrained={tiny_model}",
            "--tasks", "moral_anecdotes_binary", "--limit", "3", "--device", "cpu", "--output_path", tmp_path / "o",
            "--metadata", json.dumps({"split": "dev"})]
-    run(cmd, cwd=tmp_path, env=offline_env(MORAL_AMBIGUITY_DISABLE_HOOK="1"))
+    proc = run(cmd, cwd=tmp_path, env=offline_env(MORAL_AMBIGUITY_DISABLE_HOOK="1"))
     results, _ = read_results(tmp_path / "o")
-    assert results["results"]["moral_anecdotes_binary"]["data_source,none"].startswith("sample:")
+    row = results["results"]["moral_anecdotes_binary"]
+    assert row["data_source,none"].startswith("sample:")
+    _check_short_table([line for line in proc.stdout.splitlines() if line.startswith("|")], row)
 
 
 def test_demo_prints_the_table(capfd):

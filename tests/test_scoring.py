@@ -145,13 +145,28 @@ def test_warnings_low_mass_worse_than_uniform_and_one_dominant_option(caplog):
     text = " | ".join(values["warnings"])
     assert "option_mass 0.300 < 0.5" in text
     assert "worse than the uniform distribution's 0.6931" in text
-    assert "option A (FIRST) is the model's choice for 100% of documents" in text
+    assert ("option A (FIRST) is the model's choice for 100% of documents (a position or letter preference, not a "
+            "judgment; see moral_dilemmas_debiased)") in text
     # Every document prefers the option nobody chose: only T -> infinity (uniform) helps.
     assert values["temperature_insample_at_bound"] is True
     assert "in-sample temperature ran to its search bound" in text
     assert abs(values["calibrated_xentropy_insample"] - 0.6931) < 1e-3
     logged = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lm_eval.moral_ambiguity"]
     assert [r.getMessage() for r in logged] == values["warnings"]
+
+
+def test_the_dominant_option_warning_says_what_it_can_mean_for_the_task():
+    five = {**SCORING, "prior": None, "agreement_cuts": None}
+    anecdotes = [rec(f"d{i}", [0.1, 0.1, 0.1, 0.1, 0.6], [5, 0, 0, 0, 1], scoring=five, task="moral_anecdotes")
+                 for i in range(10)]
+    (text,) = [w for w in score_records(anecdotes)["warnings"] if "choice" in w]
+    # no order-debiased anecdote task to point to
+    assert text == ("moral_anecdotes: option E (FIFTH) is the model's choice for 100% of documents (a position or "
+                    "letter preference, not a judgment)")
+    debiased = [rec(f"d{i}", [0.9, 0.1], [0, 5], task="moral_dilemmas_debiased") for i in range(10)]
+    (text,) = [w for w in score_records(debiased)["warnings"] if "choice" in w]
+    assert text == ("moral_dilemmas_debiased: FIRST is the model's choice for 100% of documents with the presentation "
+                    "orders averaged (so not a position effect)")
 
 
 def test_no_warnings_for_a_sound_readout():

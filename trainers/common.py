@@ -98,8 +98,8 @@ def run_training(trainer, args, resume: str | None) -> dict:
     trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate() if args.do_eval_split else {}
     trainer.save_model(args.output_dir)
-    # Named as lm_eval names them: the dev temperature is fitted on the dev split itself (in-sample).
-    return {IN_SAMPLE.get(k, k): final[f"eval_{k}"] for k in ("loss", *METRIC_NAMES) if f"eval_{k}" in final}
+    names = ("loss", *(IN_SAMPLE.get(name, name) for name in METRIC_NAMES))  # as metrics_from_predictions names them
+    return {name: final[f"eval_{name}"] for name in names if f"eval_{name}" in final}
 
 
 def finish(trainer, args, card: dict) -> dict:

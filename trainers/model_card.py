@@ -65,10 +65,13 @@ def _data(provenance: dict) -> str:
 
 
 def _steps(card: dict) -> str:
-    if not card.get("stopped_early"):
-        return str(card["steps"])
-    return (f"{card['steps']} (stopped early: no better dev xentropy in {card['early_stopping_patience']} "
-            "evaluations)")
+    notes = []
+    if card.get("stopped_early"):
+        notes.append(f"stopped early: no better dev xentropy in {card['early_stopping_patience']} evaluations")
+    best = card.get("best_checkpoint_step")
+    if best is not None and best != card["steps"]:
+        notes.append(f"the weights and dev metrics are those of the best dev checkpoint, step {best}")
+    return str(card["steps"]) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _max_length(card: dict) -> str:

@@ -159,8 +159,12 @@ def metrics_from_predictions(eval_pred) -> dict[str, float]:
     import evaluate
 
     from moral_tasks.metrics.hf_evaluate import MODULE_PATH
+    from moral_tasks.scoring import IN_SAMPLE
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     logits = np.asarray(logits, dtype=np.float64)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
-    return evaluate.load(MODULE_PATH).compute(predictions=probs.tolist(), references=np.asarray(eval_pred.label_ids).tolist())
+    values = evaluate.load(MODULE_PATH).compute(predictions=probs.tolist(),
+                                                references=np.asarray(eval_pred.label_ids).tolist())
+    # Named as lm_eval names them: the dev temperature is fitted on the dev split itself (in-sample).
+    return {IN_SAMPLE.get(name, name): value for name, value in values.items()}

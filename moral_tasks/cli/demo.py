@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
+from ..records import RECORD_KEY
+
 INTERVAL_SUFFIX = "_ci95"
 
 
@@ -29,7 +31,7 @@ def _quiet_git_hash() -> str | None:
 
 
 def _number(value: float) -> str:
-    return f"{value:#.4g}".rstrip(".")
+    return str(value) if isinstance(value, int) else f"{value:#.4g}".rstrip(".")
 
 
 def _data_line(results: dict) -> str:
@@ -68,7 +70,8 @@ def compact_table(results: dict) -> str:
                 continue
             interval = row.get(f"{metric}{INTERVAL_SUFFIX},none")
             shown = f"[{_number(interval[0])}, {_number(interval[1])}]" if isinstance(interval, list) else ""
-            table.add_row(task if first else "", metric, _number(value), shown)
+            # lm-eval reports the number of documents under the record key (moral_tasks.harness.agg_record)
+            table.add_row(task if first else "", "documents" if metric == RECORD_KEY else metric, _number(value), shown)
             first = False
     out = io.StringIO()
     Console(file=out, width=100).print(table)

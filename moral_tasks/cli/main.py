@@ -39,8 +39,9 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     """Run the real lm-eval CLI with our task folder on the include path (works with the hook off)."""
     from lm_eval.__main__ import cli_evaluate
 
-    from ..lm_eval_plugin import TASKS_DIR
+    from ..lm_eval_plugin import TASKS_DIR, install_table
 
+    install_table()  # the hook may be off: the table is printed the same way
     argv = list(rest)
     if not any(a == "--tasks" or a.startswith("--tasks=") for a in argv):
         argv += ["--tasks", TASK_GROUP]

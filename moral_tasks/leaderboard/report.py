@@ -160,8 +160,9 @@ def task_references(task: str, entries: dict[str, dict]) -> tuple[dict[str, dict
     if all(h is not None for h in human):
         scores = human_row(counts, human)
         correct = (M.majority(np.array(human)) == M.majority(counts)).astype(float)
-        rows["human"] = {"acc": _stat(scores["acc"], mean_interval(correct, scoring.get("bootstrap_resamples") or 1000,
-                                                                   scoring.get("bootstrap_seed", 0))),
+        resamples = scoring["bootstrap_resamples"]  # 0: no intervals, as for every other row
+        rows["human"] = {"acc": _stat(scores["acc"], mean_interval(correct, resamples, scoring["bootstrap_seed"])
+                                      if resamples else None),
                          "f1_macro": _stat(scores["f1_macro"])}
     return rows, facts, warnings
 
