@@ -13,6 +13,7 @@ import logging
 import numpy as np
 
 from .data import DataError, load_split, locate
+from .metrics.reference import class_prior
 from .prompts import TaskSpec, prompt_fields
 
 log = logging.getLogger("lm_eval.moral_ambiguity")  # shown in lm_eval's log, with its format
@@ -67,5 +68,4 @@ def train_prior(spec: TaskSpec, data_dir: str | None = None) -> list[float] | No
     if not available(spec.dataset, PRIOR_SPLIT, data_dir):
         log.warning("%s: no %s split found, so xentropy_prior cannot be reported", spec.name, PRIOR_SPLIT)
         return None
-    counts = np.array(load_split(spec, PRIOR_SPLIT, data_dir).counts, dtype=np.float64)
-    return (counts / counts.sum(1, keepdims=True)).mean(0).tolist()
+    return class_prior(load_split(spec, PRIOR_SPLIT, data_dir).counts).tolist()

@@ -5,22 +5,28 @@ import math
 import numpy as np
 import pytest
 
-from moral_tasks.metrics.reference import class_prior, constant_metrics, constant_predictions, constant_rows, human_row
+from moral_tasks.metrics import core as M
+from moral_tasks.metrics.reference import class_prior, constant_logq, human_row
 from test_metrics import needs_shared_counts, real_counts, ref_acc, ref_xent
+
+
+def constant_metrics(distribution, counts):
+    """Every metric of predicting ``distribution`` for each document: how the leaderboard scores its rows."""
+    return M.compute_metrics(constant_logq(distribution, len(counts)), counts)
 
 
 def test_prior_is_the_mean_vote_share_of_the_train_split():
     train = [[3, 1], [1, 3], [4, 0]]  # shares (.75, .25), (.25, .75), (1, 0): mean (2/3, 1/3)
     assert class_prior(train).tolist() == pytest.approx([2 / 3, 1 / 3])
     scored = np.array([[0, 2], [1, 1]])  # its own mean share would be (1/4, 3/4)
-    rows = constant_rows(scored, train)
+    prior = constant_metrics(class_prior(train), scored)
     # p = (0, 1): -ln 1/3; p = (1/2, 1/2): -(ln 2/3 + ln 1/3) / 2
     expected = (math.log(3) - (math.log(2 / 3) + math.log(1 / 3)) / 2) / 2
-    assert rows["prior"]["xentropy"] == pytest.approx(expected)
-    assert rows["prior"]["acc"] == pytest.approx(0.5)  # always option 0; majorities 1 and 0 (first maximum)
-    assert rows["uniform"]["xentropy"] == pytest.approx(math.log(2))
+    assert prior["xentropy"] == pytest.approx(expected)
+    assert prior["acc"] == pytest.approx(0.5)  # always option 0; majorities 1 and 0 (first maximum)
+    assert constant_metrics([1, 1], scored)["xentropy"] == pytest.approx(math.log(2))
     # Nothing of the scored split leaks into the prior row.
-    assert constant_rows(scored, [[1, 3]])["prior"]["xentropy"] != rows["prior"]["xentropy"]
+    assert constant_metrics(class_prior([[1, 3]]), scored)["xentropy"] != prior["xentropy"]
 
 
 def test_constant_metrics_of_any_distribution():
@@ -36,8 +42,8 @@ def test_constant_metrics_of_any_distribution():
 
 
 def test_train_counts_are_checked():
-    with pytest.raises(ValueError, match="3 options but the scored ones have 2"):
-        constant_predictions([[1, 2]], [[1, 1, 1]])
+    with pytest.raises(ValueError, match="non-empty"):
+        class_prior([])
     with pytest.raises(ValueError, match="at least one vote"):
         class_prior([[1, 2], [0, 0]])
 
@@ -47,7 +53,7 @@ def test_prior_row_on_real_counts_matches_a_plain_computation():
     counts = real_counts("anecdotes")
     train, scored = counts[:2000], counts[2000:]  # stand-ins for the train and evaluated splits
     prior = [sum(row[k] / sum(row) for row in train.tolist()) / len(train) for k in range(5)]
-    row = constant_rows(scored, train)["prior"]
+    row = constant_metrics(class_prior(train), scored)
     q = [prior] * len(scored)
     assert row["xentropy"] == pytest.approx(ref_xent(q, scored.tolist()), rel=1e-10)
     assert row["acc"] == pytest.approx(ref_acc(q, scored.tolist()))

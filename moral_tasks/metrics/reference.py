@@ -34,26 +34,6 @@ def constant_logq(distribution, n_docs: int) -> np.ndarray:
         return np.tile(np.log(distribution / distribution.sum()), (n_docs, 1))
 
 
-def constant_predictions(counts, train_counts) -> dict[str, np.ndarray]:
-    """log q of the uniform and the prior rows for the documents of ``counts``; the prior from ``train_counts``."""
-    n, k = np.shape(counts)
-    prior = class_prior(train_counts)
-    if len(prior) != k:
-        raise ValueError(f"train vote counts have {len(prior)} options but the scored ones have {k}")
-    return {"uniform": constant_logq(np.ones(k), n), "prior": constant_logq(prior, n)}
-
-
-def constant_metrics(distribution, counts, fixed_concentration: float | None = None) -> dict[str, float | bool]:
-    """:func:`core.compute_metrics` of predicting ``distribution`` for every document of ``counts``."""
-    return M.compute_metrics(constant_logq(distribution, len(counts)), counts, fixed_concentration)
-
-
-def constant_rows(counts, train_counts, fixed_concentration: float | None = None) -> dict[str, dict]:
-    """The ``uniform`` and ``prior`` rows: every metric of the two constant predictions on ``counts``."""
-    return {name: M.compute_metrics(logq, counts, fixed_concentration)
-            for name, logq in constant_predictions(counts, train_counts).items()}
-
-
 def human_row(gold_counts, human_counts) -> dict[str, float]:
     gold, human = np.asarray(gold_counts, dtype=np.float64), np.asarray(human_counts, dtype=np.float64)
     if gold.shape != human.shape:
