@@ -185,6 +185,9 @@ VARIANTS: dict[str, TaskSpec] = {
 }
 """Variants of a base task: same data and prompt, read differently (described here, by data)."""
 
+GROUP = "moral_ambiguity"
+"""The lm-eval group of the base tasks and the debiased variant (tasks/moral_ambiguity.yaml)."""
+
 FULL_SUFFIX = "_full"
 LM_EVAL_TASKS: dict[str, TaskSpec] = {
     name: spec for spec in (*TASKS.values(), *VARIANTS.values()) for name in (spec.name, spec.name + FULL_SUFFIX)

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from moral_tasks.records import RECORD_KEY, Record
+from moral_tasks.records import RECORD_FORMAT, RECORD_KEY, Record
 
 DATE = "2026-01-01T00-00-00.000001"
 SCORING = {"fixed_concentration": 2.0, "bootstrap_resamples": 0, "bootstrap_seed": 0, "best_samples": 50}
@@ -36,7 +36,8 @@ def write_run(out: Path, model: str, runs: dict[str, dict], date: str = DATE, mo
                "config": {"model": "hf", "model_args": model_args}, "lm_eval_version": "0.4.13",
                "transformers_version": "5.0"}
     for task, run in runs.items():
-        row = {"alias": task, "data_source,none": run.get("data_source", f"full:scruples-v1.0/x/test rows=2 "
+        row = {"alias": task, "record_format,none": run.get("record_format", RECORD_FORMAT),
+               "data_source,none": run.get("data_source", f"full:scruples-v1.0/x/test rows=2 "
                                                          "skipped_zero_votes=0 sha256:0123456789abcdef")}
         for name, value in run.get("metrics", {}).items():
             value, low, high = value if isinstance(value, tuple) else (value, None, None)

@@ -106,3 +106,18 @@ def test_other_tasks_get_a_clear_error(encoders, tmp_path):
                 "--tasks", "tiny_mc", "--include_path", tasks], cwd=tmp_path, check=False, env=offline_env())
     assert proc.returncode != 0
     assert "answers only the moral_ambiguity tasks" in proc.stderr and "'tiny_mc'" in proc.stderr
+
+
+def test_train_encoder_loads_the_base_model_as_its_model_flags_say():
+    """--dtype (and --model_revision, --attn_implementation) reach from_pretrained, as for `train`."""
+    import torch
+
+    from moral_tasks.models.encoder_io import load_classifier
+    from trainers.common import loading_kwargs
+    from trainers.encoder import build_parser
+
+    _, model_args = build_parser().parse_args_and_config(
+        ["--model_name_or_path", str(minilm.get_model_path()), "--task", "moral_dilemmas", "--output_dir", "unused",
+         "--dtype", "bfloat16", "--attn_implementation", "eager"])
+    model = load_classifier(minilm.get_model_path(), "dilemmas", 2, **loading_kwargs(model_args))
+    assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "eager"

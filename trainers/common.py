@@ -56,6 +56,15 @@ def load_tokenizer(model_args):
                             f"from the Hugging Face hub ({str(exc).splitlines()[0][:200]})") from None
 
 
+def loading_kwargs(model_args) -> dict:
+    """``from_pretrained`` arguments of the base model that ModelConfig carries (both trainers honour them)."""
+    import torch
+
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    return {"revision": model_args.model_revision, "dtype": dtype,
+            "attn_implementation": model_args.attn_implementation}
+
+
 def resume_checkpoint(args) -> str | None:
     """The checkpoint to resume from; refuses to overwrite a finished model that has none."""
     output = Path(args.output_dir)

@@ -26,13 +26,12 @@ from transformers import Trainer
 
 from moral_tasks.models.encoder_io import EncoderCollator, architecture, classifier_logits, encode, load_classifier
 
-from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, resume_checkpoint, run_command,
-                     run_training, split_provenance)
+from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, loading_kwargs, resume_checkpoint,
+                     run_command, run_training, split_provenance)
 from .config import ENCODER_DEFAULTS, make_parser
 from .trainer import VoteLossMixin, metrics_from_predictions
 
 PROG = "moral-ambiguity train-encoder"
-ALL_TASKS = "moral_ambiguity"
 DEFAULT_MAX_LENGTH = {"dilemmas": 90, "anecdotes": 512}  # Scruples' settings
 
 
@@ -78,7 +77,8 @@ def train_one(args, model_args, task: str) -> dict:
     eval_ds = dataset(args.eval_split, args.limit_eval) if args.do_eval_split else None
     set_seed(args.seed)  # the new head's weights: the same command trains the same classifier
     trainer = EncoderVoteTrainer(
-        model=load_classifier(model_args.model_name_or_path, spec.dataset, len(spec.labels)),
+        model=load_classifier(model_args.model_name_or_path, spec.dataset, len(spec.labels),
+                              **loading_kwargs(model_args)),
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
@@ -121,13 +121,13 @@ def train_one(args, model_args, task: str) -> dict:
 def train(args, model_args) -> None:
     from dataclasses import replace
 
-    from moral_tasks.prompts import TASKS
+    from moral_tasks.prompts import GROUP, TASKS
 
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
         raise TrainingError("train-encoder fine-tunes the whole encoder: LoRA and quantization flags are for train")
-    if args.task not in (*TASKS, ALL_TASKS):
-        raise TrainingError(f"--task {args.task!r}: not one of {', '.join((*TASKS, ALL_TASKS))}")
-    if args.task != ALL_TASKS:
+    if args.task not in (*TASKS, GROUP):
+        raise TrainingError(f"--task {args.task!r}: not one of {', '.join((*TASKS, GROUP))}")
+    if args.task != GROUP:
         train_one(args, model_args, args.task)
         return
     for task in TASKS:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 
-from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, resume_checkpoint, run_command,
-                     run_training, split_provenance)
+from .common import (TrainingError, as_dataset, callbacks, finish, load_tokenizer, loading_kwargs, resume_checkpoint,
+                     run_command, run_training, split_provenance)
 from .config import LLM_MODEL_DEFAULTS, make_parser, resolve_model_config
 
 PROG = "moral-ambiguity train"
@@ -40,7 +40,6 @@ def _kbit_device_map():
 
 def load_model(model_args, training_args):
     """The base model, quantized and wrapped in LoRA as ModelConfig says (TRL's helpers)."""
-    import torch
     from transformers import AutoModelForCausalLM, set_seed
     from trl import get_peft_config, get_quantization_config
 
@@ -54,10 +53,8 @@ def load_model(model_args, training_args):
         except ImportError:
             raise TrainingError("--load_in_4bit / --load_in_8bit need bitsandbytes: pip install "
                                 "'moral-ambiguity[qlora]'") from None
-    dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
     model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
-        attn_implementation=model_args.attn_implementation, quantization_config=quantization_config,
+        model_args.model_name_or_path, **loading_kwargs(model_args), quantization_config=quantization_config,
         device_map=_kbit_device_map() if quantization_config is not None else None,
     )
     peft_config = get_peft_config(model_args)

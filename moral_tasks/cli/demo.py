@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
+from ..prompts import GROUP
 from ..records import RECORD_KEY
 
 INTERVAL_SUFFIX = "_ci95"
@@ -101,7 +102,7 @@ def run_demo(model_dir: str | None = None, output_path: str | None = None, limit
             results = lm_eval.simple_evaluate(
                 model="hf",
                 model_args={"pretrained": model_dir, "dtype": "float32"},
-                tasks=["moral_ambiguity"],
+                tasks=[GROUP],
                 task_manager=TaskManager(include_path=str(TASKS_DIR), metadata={"data_dir": str(SAMPLE_DIR)}),
                 batch_size=batch_size,
                 device="cpu",

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..prompts import GROUP
 from . import fetch_model
 
-TASK_GROUP = "moral_ambiguity"
 # Commands that live in other packages of this distribution (or a third party's), found through
 # entry points so that the scoring core never imports the trainers: {name: extra that provides it}.
 COMMAND_GROUP = "moral_ambiguity.commands"
@@ -44,7 +44,7 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     install_table()  # the hook may be off: the table is printed the same way
     argv = list(rest)
     if not any(a == "--tasks" or a.startswith("--tasks=") for a in argv):
-        argv += ["--tasks", TASK_GROUP]
+        argv += ["--tasks", GROUP]
     if not any(a == "--include_path" or a.startswith("--include_path=") for a in argv):
         argv += ["--include_path", str(TASKS_DIR)]
     sys.argv = ["lm_eval", *argv]

@@ -21,7 +21,8 @@ import math
 import re
 from pathlib import Path
 
-from moral_tasks.records import RecordFormatError, read_samples
+from moral_tasks.prompts import LM_EVAL_TASKS
+from moral_tasks.records import READABLE_FORMATS, RecordFormatError, read_samples
 
 SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.jsonl$")
 # lm-eval metadata keys that say nothing about how a task was scored.
@@ -96,6 +97,13 @@ def read_results_folder(folder: Path) -> dict[str, dict]:
         config = results.get("config") or {}
         for task, row in results["results"].items():
             samples = samples_file(results_file, task)
+            fmt = row.get("record_format,none")
+            if task in LM_EVAL_TASKS and samples is None and fmt not in READABLE_FORMATS:
+                # Samples are read (and their format checked) and rescored; without them the reported
+                # numbers are all there is: refuse another version's rather than mix versions.
+                raise CollectError(f"{results_file}: {task} was scored by another version of moral-ambiguity "
+                                   f"(record format {fmt!r}; this version reads {', '.join(READABLE_FORMATS)}): "
+                                   "rerun lm_eval with this version (see CHANGELOG.md)")
             try:
                 records = read_samples(samples) if samples else []
             except RecordFormatError as exc:

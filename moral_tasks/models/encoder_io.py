@@ -15,12 +15,13 @@ def architecture(dataset: str) -> str:
     return "multiple_choice" if dataset == "dilemmas" else "sequence_classification"
 
 
-def load_classifier(path, dataset: str, n_labels: int):
+def load_classifier(path, dataset: str, n_labels: int, **kwargs):
+    """The encoder with its K-option head; ``kwargs`` go to ``from_pretrained`` (revision, dtype, ...)."""
     from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
     if architecture(dataset) == "multiple_choice":
-        return AutoModelForMultipleChoice.from_pretrained(path)
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=n_labels)
+        return AutoModelForMultipleChoice.from_pretrained(path, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=n_labels, **kwargs)
 
 
 def encode(tokenizer, dataset: str, doc: dict, max_length: int) -> dict:

@@ -88,6 +88,23 @@ def test_samples_in_an_old_format_fail_that_entry_only(tmp_path, leaderboard):
     assert "FAILED" in (tmp_path / "out" / "leaderboard.md").read_text()
 
 
+def test_results_of_an_older_version_without_samples_fail_that_entry_only(tmp_path, leaderboard):
+    good = [record("moral_dilemmas", f"d{i}", [0.5, 0.5], [1, 4]) for i in range(3)]
+    write_run(tmp_path / "good", "good", {"moral_dilemmas": {"records": good, "data_source": FULL.format("dilemmas"),
+                                                             "metrics": {"xentropy": 0.7}}})
+    # moral-ambiguity 0.1 wrote no record_format; its numbers cannot be rescored without samples
+    old = write_run(tmp_path / "old", "old", {"moral_dilemmas": {"records": good, "record_format": None,
+                                                                 "metrics": {"xentropy": 0.6}}})
+    for samples in old.glob("samples_*.jsonl"):
+        samples.unlink()
+    got = leaderboard("--results", tmp_path / "good", tmp_path / "old", "--output", tmp_path / "out")
+    assert got.code == 1
+    (results_file,) = old.glob("results_*.json")
+    assert any(f"{results_file}: moral_dilemmas was scored by another version of moral-ambiguity (record format None"
+               in line and "rerun lm_eval" in line for line in got.error_lines()), got.err
+    assert {"good", "uniform"} <= {r["entry"] for r in csv_rows(tmp_path / "out")}
+
+
 def test_misspelt_top_level_key_is_refused_with_its_line(tmp_path, leaderboard):
     board = tmp_path / "board.yaml"
     board.write_text("tasks: [moral_dilemmas]\nmetdata: {split: dev}\nentries: [{name: a, model: hf}]\n")
