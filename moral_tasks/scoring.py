@@ -14,7 +14,9 @@ number of processes, the batch size or the order of requests.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
+import logging
 from collections import Counter
 from typing import Any, Sequence
 
@@ -114,6 +116,31 @@ def canonical(records: Sequence[Record]) -> list[Record]:
 def score_records(records: Sequence[Record]) -> dict[str, Any]:
     """Every number lm-eval reports for these records (any order: they are sorted by document id first)."""
     records = canonical(records)
+    scored_task = _SCORED_TASK.set(records[0].task)
+    try:
+        return _score(records)
+    finally:
+        _SCORED_TASK.reset(scored_task)
+
+
+# The task score_records is scoring: the metric modules' warnings (a fit at its search bound) know
+# nothing of tasks, and lm-eval aggregates one task after another into one log.
+_SCORED_TASK: contextvars.ContextVar[str | None] = contextvars.ContextVar("moral_ambiguity_scored_task", default=None)
+
+
+class _NameTheTask(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        task = _SCORED_TASK.get()
+        if task is not None:
+            record.msg = f"{task}: {record.msg}"
+        return True
+
+
+for _logger in (M.log, intervals.log):
+    _logger.addFilter(_NameTheTask())
+
+
+def _score(records: list[Record]) -> dict[str, Any]:
     no_readout = Counter(r.no_readout for r in records if r.no_readout is not None)
     records = [r for r in records if r.no_readout is None]
     if not records:

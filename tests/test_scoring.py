@@ -153,6 +153,15 @@ def test_warnings_low_mass_worse_than_uniform_and_one_dominant_option(caplog):
     assert abs(values["calibrated_xentropy_insample"] - 0.6931) < 1e-3
     logged = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lm_eval.moral_ambiguity"]
     assert [r.getMessage() for r in logged] == values["warnings"]
+    # The metric modules' own warnings (a fit at its bound) name the task being scored, and only while it is.
+    fits = [r.getMessage() for r in caplog.records if r.name.startswith("moral_tasks.metrics")]
+    assert fits and all(m.startswith("moral_dilemmas: ") for m in fits)
+    assert any("temperature fit ran to its upper search bound" in m for m in fits)
+    caplog.clear()
+    from moral_tasks.metrics import core as M
+
+    M.compute_metrics(np.log([[0.9, 0.1]] * 10), [[0, 5]] * 10)
+    assert caplog.records and not any(r.getMessage().startswith("moral_dilemmas") for r in caplog.records)
 
 
 def test_the_dominant_option_warning_says_what_it_can_mean_for_the_task():
