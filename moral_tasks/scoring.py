@@ -270,10 +270,14 @@ def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[st
     if values["xentropy"] > values["xentropy_uniform"]:
         out.append(f"{task}: xentropy {values['xentropy']:.4f} is worse than the uniform distribution's "
                    f"{values['xentropy_uniform']:.4f}")
-    if values.get("temperature_insample_at_bound"):
-        out.append(f"{task}: the in-sample temperature ran to its search bound ({values['temperature_insample']:.4g}), "
-                   "so calibrated_xentropy_insample is (nearly) the uniform distribution's: the readout carries "
-                   "no usable signal at any temperature")
+    if values.get("temperature_insample_at_bound") and values["temperature_insample"] > 1:
+        out.append(f"{task}: the in-sample temperature ran to its upper search bound "
+                   f"({values['temperature_insample']:.4g}), so calibrated_xentropy_insample is (nearly) the uniform "
+                   "distribution's: the readout carries no usable signal at any temperature")
+    elif values.get("temperature_insample_at_bound"):
+        out.append(f"{task}: the in-sample temperature ran to its lower search bound "
+                   f"({values['temperature_insample']:.4g}): sharpening q all the way to its top option keeps lowering "
+                   "xentropy, i.e. the top option takes (nearly) every vote on every document and q is far too flat")
     share = np.bincount(argmax, minlength=len(labels)) / len(argmax)
     top = int(share.argmax())
     if share[top] > DOMINANT_OPTION_SHARE:

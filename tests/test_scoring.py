@@ -149,7 +149,7 @@ def test_warnings_low_mass_worse_than_uniform_and_one_dominant_option(caplog):
             "judgment; see moral_dilemmas_debiased)") in text
     # Every document prefers the option nobody chose: only T -> infinity (uniform) helps.
     assert values["temperature_insample_at_bound"] is True
-    assert "in-sample temperature ran to its search bound" in text
+    assert "in-sample temperature ran to its upper search bound" in text
     assert abs(values["calibrated_xentropy_insample"] - 0.6931) < 1e-3
     logged = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lm_eval.moral_ambiguity"]
     assert [r.getMessage() for r in logged] == values["warnings"]
@@ -176,6 +176,16 @@ def test_the_dominant_option_warning_says_what_it_can_mean_for_the_task():
     (text,) = [w for w in score_records(debiased)["warnings"] if "choice" in w]
     assert text == ("moral_dilemmas_debiased: FIRST is the model's choice for 100% of documents with the presentation "
                     "orders averaged (so not a position effect)")
+
+
+def test_a_temperature_at_its_lower_bound_is_read_as_too_flat_not_as_no_signal():
+    # Always right on unanimous votes with q = 0.6: T -> 0 drives xentropy to 0 (hand-checked: at T = 1 it is -ln 0.6).
+    records = [rec(f"d{i}", [0.6, 0.4] if i % 2 else [0.4, 0.6], [5, 0] if i % 2 else [0, 5]) for i in range(20)]
+    values = score_records(records)
+    assert values["acc"] == 1.0 and values["xentropy"] == pytest.approx(-math.log(0.6))
+    assert values["temperature_insample_at_bound"] is True and values["temperature_insample"] < 1
+    (text,) = [w for w in values["warnings"] if "temperature" in w]
+    assert "lower search bound" in text and "far too flat" in text and "no usable signal" not in text
 
 
 def test_no_warnings_for_a_sound_readout():

@@ -130,7 +130,8 @@ TEMPERATURE_AT_BOUND = {
 }
 CONCENTRATION_AT_BOUND = {
     "upper": "the votes are no more spread than draws from q itself: dirichlet_nll is the multinomial limit",
-    "lower": "q is so far from the votes that the Dirichlet-multinomial prefers almost no concentration on it",
+    "lower": "the votes are far more one-sided than q (e.g. unanimous where q hedges), so the Dirichlet-multinomial "
+             "prefers almost no concentration on q",
 }
 
 
