@@ -7,11 +7,11 @@ Measures, on ``moral_anecdotes`` (5 single-token options per document):
 * ``per_option``: the same task with ``HFLM(logits_cache=False)``: one forward pass per option;
 
 and the forward passes per dilemma of ``moral_dilemmas_debiased`` (two presentation orders),
-plus the wall time of ``moral_tasks.harness.corpus_metrics`` (metrics, bootstrap intervals
-and BEST) on 2,500 per-document records built by ``harness.process_results``.
+plus the wall time of ``moral_tasks.scoring.score_records`` (metrics, bootstrap intervals
+and BEST) on 2,500 per-document records built by ``moral_tasks.scoring.read_out``.
 
 Forward passes are counted with a forward hook on the HF model. The default model is a
-random ~100M-parameter Llama built offline by ``moral_tasks.tiny_model.make_tiny_model``;
+random ~100M-parameter Llama built offline by ``moral_tasks.cli.tiny_model.make_tiny_model``;
 ``--model`` takes a local folder or a hub id instead.
 
     python benchmarks/eval_speed.py --quick                    # CPU, < 1 min
@@ -43,7 +43,7 @@ N_AGGREGATED = 2500
 # make_tiny_model sizes: hidden 768 with 18 layers is 98.7M parameters (vocabulary ~2k, untied).
 FULL_MODEL = dict(hidden_size=768, layers=18, heads=12)
 QUICK_MODEL = dict(hidden_size=256, layers=4, heads=4)
-QUICK_LIMIT = 10  # documents per task under --quick (even: both orders of each debiased dilemma)
+QUICK_LIMIT = 10  # documents per task under --quick
 TIMING = ("docs_per_s = documents / request_s, request_s = wall time inside HFLM.loglikelihood "
           "(simple_evaluate's request phase: tokenisation, batching, forward passes); total_s = the "
           "whole simple_evaluate call (dataset building and metric aggregation included)")
@@ -60,7 +60,7 @@ def device_name(device: str) -> str:
 def run_task(pretrained: str, task: str, args, task_manager, logits_cache: bool = True) -> tuple[dict, dict, int]:
     """Evaluate ``task`` with a fresh HFLM: (summary, option log-likelihoods per lm-eval doc, model parameters).
 
-    A document is a distinct Scruples id: a debiased dilemma is two lm-eval docs (both orders), one document.
+    A document is a distinct Scruples id (a debiased dilemma is one lm-eval doc holding both orders).
     """
     import lm_eval
     import torch
@@ -109,40 +109,52 @@ def run_task(pretrained: str, task: str, args, task_manager, logits_cache: bool 
     return summary, loglik, n_params
 
 
-def aggregation_timing(data_dir: str, seed: int) -> dict:
-    """Time corpus_metrics (and every lm-eval aggregation) on 2,500 records from process_results."""
+def aggregation_timing(data_dir: str, seed: int, n_docs: int = N_AGGREGATED) -> dict:
+    """Time score_records (and lm-eval's path: agg_record, then every metric key) on ``n_docs`` records."""
+    import yaml
+
     from moral_tasks import harness
+    from moral_tasks.dataset import train_prior
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+    from moral_tasks.prompts import get_task
+    from moral_tasks.records import corpus_tag
+    from moral_tasks.scoring import read_out, score_records
+    from moral_tasks.task import scoring_settings
 
     rng = np.random.default_rng(seed)
-    # A real document of the task supplies the fields process_results reads (scoring defaults included).
-    template = harness.build_dataset(TASK, data_dir=data_dir)["test"][0]
+    spec = get_task(TASK)
+    # The task's default scoring settings, as a run without --metadata has them.
+    scoring = {**scoring_settings(TASK, {}), "data_source": "benchmark", "prior": train_prior(spec, data_dir),
+               "prior_split": "train"}
     if COUNTS_FILE.is_file():
-        counts, source = json.loads(COUNTS_FILE.read_text())[:N_AGGREGATED], f"real: {COUNTS_FILE.name}"
+        counts, source = json.loads(COUNTS_FILE.read_text())[:n_docs], f"real: {COUNTS_FILE.name}"
     else:
-        probs = rng.dirichlet(np.full(5, 0.5), size=N_AGGREGATED)
+        probs = rng.dirichlet(np.full(5, 0.5), size=n_docs)
         counts = [rng.multinomial(1 + rng.poisson(10), p).tolist() for p in probs]
         source = "synthetic: Dirichlet(0.5)-multinomial, 1 + Poisson(10) votes"
-    logliks = rng.normal(-3.0, 2.0, size=(len(counts), 5))
-    records = [
-        harness.process_results({**template, "id": f"doc-{i}", "counts": c},
-                                [(x, False) for x in ll.tolist()])["xentropy"]
-        for i, (c, ll) in enumerate(zip(counts, logliks))
-    ]
+    # (orders, surface variants, options) log-likelihoods, as a document's requests return them.
+    logliks = rng.normal(-3.0, 2.0, size=(len(counts), 1, 2, 5))
+    records = [read_out(TASK, f"doc-{i}", spec.labels, spec.presentation_orders, ll, c, None, scoring)
+               for i, (c, ll) in enumerate(zip(counts, logliks))]
     runs = []
     for _ in range(3):
-        harness._CACHE.clear()
         start = time.perf_counter()
-        harness.corpus_metrics(records)
+        score_records(records)
         runs.append(time.perf_counter() - start)
-    # What lm-eval pays: one call per metric key, each hashing the records; the first computes.
-    harness._CACHE.clear()
+    # What lm-eval pays: the record key's aggregation scores the corpus, each metric key looks its value up.
+    text = (TASKS_DIR / "_default_template_yaml").read_text().replace("!function ", "")
+    names = [m["metric"] for m in yaml.safe_load(text)["metric_list"]][1:]
+    tags = [corpus_tag(r.task, r.doc_id) for r in records]
+    as_json = [r.to_json() for r in records]
     start = time.perf_counter()
-    for name in harness.RESULT_NAMES:
-        getattr(harness, f"agg_{name}")(records)
+    harness.agg_record(as_json)
+    for name in names:
+        if name in harness._SCORED["values"]:
+            getattr(harness, f"agg_{name}")(tags)
     all_metrics_s = time.perf_counter() - start
     return {"aggregation_s": statistics.median(runs), "aggregation_runs_s": runs,
             "aggregation_all_metrics_s": all_metrics_s, "n_docs_aggregated": len(records),
-            "aggregation_counts": source, "aggregation_scoring": template["scoring"]}
+            "aggregation_counts": source, "aggregation_scoring": scoring}
 
 
 def main() -> None:
@@ -158,9 +170,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1,
                         help="HFLM batch size, the same for every path (default 1; above 1 a forward pass is a batch)")
     parser.add_argument("--limit", type=int,
-                        help=f"lm-eval --limit per task (default all; {QUICK_LIMIT} with --quick); "
-                        "the debiased task has two docs per dilemma, so keep it even")
+                        help=f"lm-eval --limit per task (default all; {QUICK_LIMIT} with --quick)")
     parser.add_argument("--quick", action="store_true", help="smaller random model and fewer documents")
+    parser.add_argument("--aggregated", type=int, default=N_AGGREGATED,
+                        help=f"records in the aggregation timing (default {N_AGGREGATED})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
@@ -190,7 +203,7 @@ def main() -> None:
         # The cache must not change the scores: 0 up to float rounding.
         "max_abs_loglik_diff": max(abs(a - b) for doc, ll in ours_loglik.items()
                                    for a, b in zip(ll, per_option_loglik[doc])),
-        **aggregation_timing(data_dir, args.seed),
+        **aggregation_timing(data_dir, args.seed, args.aggregated),
         "model": args.model or f"random Llama (make_tiny_model {size})",
         "model_params": n_params,
         "data_dir": data_dir,

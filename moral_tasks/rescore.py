@@ -38,6 +38,11 @@ class RescoreError(ValueError):
 
 def samples_files(results_dir: str | Path) -> dict[str, Path]:
     """``{task: newest samples file}`` of the one lm-eval run under ``results_dir``."""
+    return {task: paths[-1] for task, paths in runs_by_task(results_dir).items()}
+
+
+def runs_by_task(results_dir: str | Path) -> dict[str, list[Path]]:
+    """``{task: its samples files under results_dir, oldest first}`` (one model's folder)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise RescoreError(f"{results_dir}: not a folder")
@@ -55,8 +60,41 @@ def samples_files(results_dir: str | Path) -> dict[str, Path]:
         if len(folders) > 1:
             raise RescoreError(f"{results_dir}: task {task} was run by several models ({', '.join(folders)}); "
                                "pass one model's folder")
-        out[task] = max(paths, key=lambda p: _SAMPLES.search(p.name)["stamp"])  # the newest run
+        out[task] = sorted(paths, key=lambda p: _SAMPLES.search(p.name)["stamp"])
     return out
+
+
+def run_config(samples: Path) -> dict | None:
+    """lm-eval's ``config`` of the run that wrote ``samples`` (``results_<stamp>.json`` beside it), or None."""
+    stamp = _SAMPLES.search(samples.name)["stamp"]
+    try:
+        return json.loads((samples.parent / f"results_{stamp}.json").read_text(encoding="utf-8")).get("config") or {}
+    except (OSError, ValueError):
+        return None
+
+
+def _model_of(config: dict) -> dict:
+    """What identifies the evaluated model: our weight fingerprint (``--model hf``) or lm-eval's model and args."""
+    identity = {k: v for k, v in (config.get("model_identity") or {}).items() if k != "path"}
+    return identity or {"model": config.get("model"), "model_args": config.get("model_args")}
+
+
+# Settings that change what q is: a temperature fitted under one does not apply under another.
+_READOUT_SETTINGS = ("merge_variants", "prompt_version", "readout", "samples", "smoothing")
+
+
+def check_dev_run(path: Path, records: list[Record], dev_path: Path, dev_records: list[Record]) -> None:
+    """A dev run must read the same model the same way as the run it calibrates."""
+    mine, theirs = records[0].scoring, dev_records[0].scoring
+    differ = [f"{k} {theirs.get(k)!r} (evaluated run: {mine.get(k)!r})" for k in _READOUT_SETTINGS
+              if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise RescoreError(f"{dev_path}: the dev run was read with other settings ({'; '.join(differ)}): its "
+                           "temperature does not apply; rerun it with the same task options")
+    config, dev_config = run_config(path), run_config(dev_path)
+    if config is not None and dev_config is not None and _model_of(config) != _model_of(dev_config):
+        raise RescoreError(f"{dev_path}: the dev run scored another model ({_model_of(dev_config)}) than {path} "
+                           f"({_model_of(config)}): fit the temperature on the same model's dev run")
 
 
 def score_samples(path: str | Path) -> dict[str, Any]:
@@ -104,16 +142,24 @@ def dev_calibration(records: list[Record], dev_records: list[Record], dev_path: 
 
 def rescore(results_dir: str | Path, dev_dir: str | Path | None = None) -> dict[str, Any]:
     """The rescored numbers of every task of a run, with dev-fitted calibration when ``dev_dir`` is given."""
-    files = samples_files(results_dir)
+    runs = runs_by_task(results_dir)
+    files = {task: paths[-1] for task, paths in runs.items()}
     dev_files = samples_files(dev_dir) if dev_dir is not None else {}
     tasks = {}
     for task, path in files.items():
         records, metrics = _read_and_score(path)
         entry: dict[str, Any] = {"samples": str(path), "metrics": metrics}
+        if len(runs[task]) > 1:
+            entry["ignored_runs"] = [str(p) for p in runs[task][:-1]]
+            metrics["warnings"].insert(0, f"{task}: {len(runs[task])} runs in {path.parent}; the newest ({path.name}, "
+                                          f"{metrics['documents']} documents) is rescored, not "
+                                          f"{', '.join(p.name for p in runs[task][:-1])}")
         if dev_dir is not None:
             if task not in dev_files:
                 raise RescoreError(f"{dev_dir}: no samples file for task {task} (the dev run must cover the same tasks)")
-            entry["metrics"].update(dev_calibration(records, _read_and_score(dev_files[task])[0], dev_files[task]))
+            dev_records = _read_and_score(dev_files[task])[0]
+            check_dev_run(path, records, dev_files[task], dev_records)
+            entry["metrics"].update(dev_calibration(records, dev_records, dev_files[task]))
         tasks[task] = entry
     # Readout comparisons of the one model (moral_tasks.readouts.analysis), when their runs are here.
     for logprob_task, answer_task in consistency_pairs(list(files)):

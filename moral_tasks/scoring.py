@@ -27,7 +27,7 @@ from .metrics import core as M
 from .metrics import intervals
 from .metrics.best import best_scores
 from .prompts import VARIANTS, get_task
-from .records import RECORD_FORMAT, Record
+from .records import Record
 
 # Inside one lm_eval run the temperature can only be fitted on the evaluated split itself:
 # an oracle, in-sample value. Scruples fits it on dev and applies it to test; that is
@@ -178,7 +178,7 @@ def _score(records: list[Record]) -> dict[str, Any]:
 
     values.update(agreement_slices(logq, counts, scoring.get("agreement_cuts")))
     values["data_source"] = scoring.get("data_source")
-    values["record_format"] = RECORD_FORMAT
+    values["record_format"] = records[0].format  # of the records scored (rescore reads format 3 files too)
     values["documents"] = n
     values["no_readout"] = {"documents": sum(no_readout.values()), "reasons": dict(no_readout)}
     values["warnings"] = diagnostics(records[0].task, values, np.argmax(logq, -1), records[0].labels)

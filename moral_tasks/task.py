@@ -103,7 +103,13 @@ class MoralTask(ConfigurableTask):
             self.config.validation_split = None
         self.scoring = {**settings, "data_source": source, "prior": train_prior(self.spec, data_dir),
                         "prior_split": PRIOR_SPLIT}
+        self._scoring_doc = None  # see _result
+
+    def build_all_requests(self, **kwargs) -> None:
+        # lm-eval builds the requests once per evaluation: the next record written carries the scoring settings
+        # again (a task object can be evaluated twice, on other documents).
         self._scoring_doc = None
+        super().build_all_requests(**kwargs)
 
     def doc_to_text(self, doc: dict, doc_to_text=None) -> str:
         return self.spec.prompt(doc)

@@ -27,13 +27,14 @@ def record(task: str, doc_id: str, q: list[float], counts: list[int], mass: floa
                   human_counts=human_counts).to_json()
 
 
-def write_run(out: Path, model: str, runs: dict[str, dict], date: str = DATE, model_args: str = "pretrained=x") -> Path:
+def write_run(out: Path, model: str, runs: dict[str, dict], date: str = DATE, model_args: str = "pretrained=x",
+              limit: int | None = None) -> Path:
     """``runs``: {task: {"records": [record...], "metrics": {name: value or (value, low, high)},
     "data_source": str, "metadata": {...}}}. Returns the model folder."""
     folder = out / model.replace("/", "__")
     folder.mkdir(parents=True, exist_ok=True)
     results = {"results": {}, "configs": {}, "higher_is_better": {}, "model_name": model,
-               "config": {"model": "hf", "model_args": model_args}, "lm_eval_version": "0.4.13",
+               "config": {"model": "hf", "model_args": model_args, "limit": limit}, "lm_eval_version": "0.4.13",
                "transformers_version": "5.0"}
     for task, run in runs.items():
         row = {"alias": task, "record_format,none": run.get("record_format", RECORD_FORMAT),

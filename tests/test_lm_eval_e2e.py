@@ -373,3 +373,23 @@ def test_evaluate_module_matches_the_harness(main_run):
         got = metric.compute(predictions=[r["q"] for r in records], references=[r["counts"] for r in records])
         for name in HEADLINE[:-1]:
             assert got[name] == pytest.approx(results["results"][task][f"{name},none"], rel=1e-6, abs=1e-9), name
+
+
+def test_a_task_object_evaluated_twice_writes_its_settings_again(tiny_lm, scruples_dir):
+    """The Python API can evaluate one task object twice, on other documents: each run's samples carry the
+    scoring settings (on its first record), and each aggregates."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from moral_tasks.lm_eval_plugin import TASKS_DIR
+
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
+                     metadata={"data_dir": str(scruples_dir), "bootstrap_resamples": 0, "best_samples": 20})
+    task = get_task_dict(["moral_dilemmas"], tm)["moral_dilemmas"]
+    first = lm_eval.simple_evaluate(model=tiny_lm, tasks=[task], limit=4, log_samples=True, bootstrap_iters=0)
+    second = lm_eval.simple_evaluate(model=tiny_lm, tasks=[task], samples={"moral_dilemmas": [5, 6, 7]},
+                                     log_samples=True, bootstrap_iters=0)
+    for out, n in ((first, 4), (second, 3)):
+        assert out["results"]["moral_dilemmas"]["record,none"] == n
+        carriers = [s["doc"]["id"] for s in out["samples"]["moral_dilemmas"] if "scoring" in s["record"]]
+        assert carriers == [out["samples"]["moral_dilemmas"][0]["doc"]["id"]]

@@ -265,3 +265,4 @@ def test_a_samples_file_writes_the_settings_once_and_reads_format_3_too(tmp_path
         got = read_samples(path)
         assert [r.scoring for r in got] == [SCORING] * 5 and [r.q for r in got] == [r.q for r in records]
         assert score_records(got)["xentropy"] == score_records(records)["xentropy"]
+        assert score_records(got)["record_format"] == {v4: "moral-ambiguity/record/4", v3: "moral-ambiguity/record/3"}[path]

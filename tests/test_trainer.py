@@ -242,3 +242,14 @@ def test_same_command_trains_the_same_adapter(tiny_model, tmp_path, train_in_pro
         weights.append(load_file(out / "adapter_model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_card_names_a_best_checkpoint_only_when_its_weights_were_loaded(tiny_model, tmp_path, train_in_process):
+    """Trainer tracks the best dev step whenever it has a metric; the weights are that step's only with
+    load_best_model_at_end, so without it the card must not say so."""
+    out = tmp_path / "run"
+    train_in_process(*train_args(tiny_model, out, "soft_cross_entropy", "--max_steps", "3", "--eval_steps", "1",
+                                 "--limit_eval", "8", "--load_best_model_at_end", "false"))
+    card = json.loads((out / "moral_ambiguity_card.json").read_text())
+    assert card["steps"] == 3 and card["best_checkpoint_step"] is None
+    assert "| Steps | 3 |" in (out / "README.md").read_text()

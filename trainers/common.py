@@ -122,7 +122,9 @@ def finish(trainer, args, card: dict) -> dict:
     state = trainer.state
     card = {**card, "steps": state.global_step, "stopped_early": 0 < state.global_step < state.max_steps,
             "early_stopping_patience": args.early_stopping_patience if args.do_eval_split else None,
-            "best_checkpoint_step": state.best_global_step, "seed": args.seed}
+            # Only when those weights were loaded back: Trainer tracks the best step whenever it has a metric.
+            "best_checkpoint_step": state.best_global_step if args.load_best_model_at_end else None,
+            "seed": args.seed}
     if trainer.is_world_process_zero():
         output = Path(args.output_dir)
         (output / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch_model.add_parser(sub)
 
-    demo = sub.add_parser("demo", help="run the three tasks on the bundled sample with a tiny local model, offline")
+    demo = sub.add_parser("demo", help="run the four tasks of the moral_ambiguity group on the bundled sample with a tiny local model, offline")
     demo.add_argument("--model", help="model folder (default: a fresh tiny random Llama)")
     demo.add_argument("--output-path", help="also write lm-eval results (and samples) here")
     demo.add_argument("--limit", type=int, help="documents per task")

@@ -80,7 +80,8 @@ def samples_file(results_file: Path, task: str) -> Path | None:
 
 def read_results_folder(folder: Path) -> dict[str, dict]:
     """{model_name: {task: {"metrics", "higher_is_better", "records", "data_source", "metadata", "config",
-    "results_file", "samples_file", "versions"}}}."""
+    "results_file", "samples_file", "versions", "earlier_runs", "limit"}}}: the newest run of each model and task
+    (``earlier_runs``: the results files it replaced; ``limit``: lm_eval's ``--limit``)."""
     out: dict[str, dict] = {}
     files = sorted(Path(folder).rglob("results_*.json"))
     if not files:
@@ -111,7 +112,10 @@ def read_results_folder(folder: Path) -> dict[str, dict]:
             metadata = ((results.get("configs") or {}).get(task) or {}).get("metadata") or {}
             reported = metrics_of(row)
             recomputed = rescored(samples) if records else None
+            earlier = model.get(task)  # files are read oldest first: a later run of the model replaces it
             model[task] = {
+                "earlier_runs": [] if earlier is None else [*earlier["earlier_runs"], earlier["results_file"]],
+                "limit": config.get("limit"),
                 "metrics": reported if recomputed is None else recomputed,
                 "disagreements": [] if recomputed is None else disagreements(reported, recomputed),
                 "higher_is_better": (results.get("higher_is_better") or {}).get(task) or {},

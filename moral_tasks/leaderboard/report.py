@@ -291,6 +291,13 @@ def build_board(board, results: dict[str, dict[str, dict]], failures: dict[str, 
                 warnings.append({"kind": "option_mass", "text": f"{entry.name} on {task}: mean option mass "
                                  f"{mass[task]:.3g} < {LOW_OPTION_MASS}: the option letters get little of the "
                                  "model's probability, so q is read from a small part of it"})
+            if mine[task].get("earlier_runs"):
+                warnings.append({"kind": "runs", "text": f"{entry.name} on {task}: {len(mine[task]['earlier_runs']) + 1} "
+                                 f"runs in its results folder; the newest ({mine[task]['results_file']}) is shown, "
+                                 f"not {', '.join(mine[task]['earlier_runs'])}"})
+            if mine[task].get("limit") is not None:
+                warnings.append({"kind": "limit", "text": f"{entry.name} on {task}: lm_eval ran with --limit "
+                                 f"{mine[task]['limit']}: the first documents of the split, not all of it"})
             uniform = tasks[task]["references"].get("uniform", {}).get("xentropy")
             x = metrics[task].get("xentropy")
             if uniform and x and x["value"] > uniform["value"]:

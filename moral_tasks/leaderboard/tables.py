@@ -87,7 +87,9 @@ def write_markdown(board: dict, path: Path) -> None:
              f"(lm-eval {g['versions'].get('lm_eval', '?')}) from `{g['config']}`. "
              "Values: 4 significant digits [95% bootstrap interval]; BEST's interval is its Monte-Carlo error. "
              "Bold: best entry per column.", ""]
-    lines += [f"> **Warning:** {w['text']}" for w in board["warnings"] if w["kind"] in ("sample", "failed")]
+    # The warnings that change what a number is (the data, a failed entry, which run, how many documents).
+    lines += [f"> **Warning:** {w['text']}" for w in board["warnings"]
+              if w["kind"] in ("sample", "failed", "runs", "limit")]
     lines += [""] + [f"- data of `{task}`: " + "; ".join(f"`{s}`" for s in facts["data_sources"])
                      for task, facts in board["task_facts"].items() if facts["data_sources"]]
     lines += ["", "## Summary", ""]

@@ -81,6 +81,56 @@ def test_dev_run_without_the_task(main_run, tmp_path, rescore_error):
     assert "no samples file for task moral_anecdotes" in rescore_error(main_run, "--dev", dev_dir)
 
 
+def _only_dilemmas(run_dir):
+    for path in run_dir.rglob("samples_*.jsonl"):
+        if not path.name.startswith("samples_moral_dilemmas_2"):
+            path.unlink()
+    return run_dir
+
+
+def test_dev_run_read_with_other_settings_is_refused(main_run, tiny_lm, scruples_dir, tmp_path, rescore_error):
+    """A real dev run with merge_variants on, for a test run without: its temperature would not apply."""
+    run_dir = _only_dilemmas(copy_run(main_run, tmp_path / "run")[0])
+    dev = tmp_path / "dev"
+    evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(scruples_dir), "split": "dev", "merge_variants": True},
+             output=dev)
+    err = rescore_error(run_dir, "--dev", dev)
+    assert "the dev run was read with other settings (merge_variants True (evaluated run: False))" in err
+
+
+def test_dev_run_of_another_model_is_refused(main_run, tiny_model, scruples_dir, tmp_path, rescore_error):
+    """A real dev run of other weights (the tiny model with one weight changed)."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    other = tmp_path / "other-model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1.0
+    model.save_pretrained(other)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(other)
+    dev = tmp_path / "dev"
+    evaluate(HFLM(pretrained=str(other), batch_size=16, device="cpu", dtype="float32"), ["moral_dilemmas"],
+             {"data_dir": str(scruples_dir), "split": "dev"}, output=dev)
+    err = rescore_error(_only_dilemmas(copy_run(main_run, tmp_path / "run")[0]), "--dev", dev)
+    assert "the dev run scored another model" in err and "fit the temperature on the same model's dev run" in err
+
+
+def test_a_folder_with_two_runs_of_a_task_says_which_is_rescored(main_run, tiny_lm, scruples_dir, tmp_path, cli):
+    """A --limit smoke test written after the full run into the same folder: rescored, but said loudly."""
+    run_dir = _only_dilemmas(copy_run(main_run, tmp_path / "run")[0])
+    (model_dir,) = {p.parent for p in run_dir.rglob("results_*.json")}
+    evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(scruples_dir)}, output=run_dir, limit=1)
+    (full,) = [p for p in model_dir.glob("samples_moral_dilemmas_2*.jsonl") if len(p.read_text().splitlines()) == 10]
+    got = cli("rescore", run_dir, "--output", tmp_path / "r.json")
+    assert got.code == 0, got.err
+    entry = json.loads((tmp_path / "r.json").read_text())["tasks"]["moral_dilemmas"]
+    assert entry["ignored_runs"] == [str(full)] and entry["metrics"]["documents"] == 1
+    assert f"moral_dilemmas: 2 runs in {model_dir}; the newest" in got.err and "1 documents) is rescored, not " \
+        f"{full.name}" in got.err
+
+
 def test_folder_without_samples(tmp_path, rescore_error):
     assert "no lm-eval samples files" in rescore_error(tmp_path)
 

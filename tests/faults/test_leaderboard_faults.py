@@ -105,6 +105,20 @@ def test_results_of_an_older_version_without_samples_fail_that_entry_only(tmp_pa
     assert {"good", "uniform"} <= {r["entry"] for r in csv_rows(tmp_path / "out")}
 
 
+def test_a_later_limit_run_in_the_same_folder_is_shown_and_said(tmp_path, leaderboard):
+    """A --limit smoke test written after the full run of the same model: the newest is shown, loudly."""
+    full = [record("moral_dilemmas", f"d{i}", [0.5, 0.5], [1, 4]) for i in range(4)]
+    write_run(tmp_path / "res", "m", {"moral_dilemmas": {"records": full}}, date="2026-01-01T00-00-00.1")
+    folder = write_run(tmp_path / "res", "m", {"moral_dilemmas": {"records": full[:1]}}, date="2026-01-02T00-00-00.1",
+                       limit=1)
+    got = leaderboard("--results", tmp_path / "res", "--output", tmp_path / "out")
+    assert got.code == 0, got.err
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    older, newer = folder / "results_2026-01-01T00-00-00.1.json", folder / "results_2026-01-02T00-00-00.1.json"
+    assert f"m on moral_dilemmas: 2 runs in its results folder; the newest ({newer}) is shown, not {older}" in md
+    assert "m on moral_dilemmas: lm_eval ran with --limit 1: the first documents of the split, not all of it" in md
+
+
 def test_misspelt_top_level_key_is_refused_with_its_line(tmp_path, leaderboard):
     board = tmp_path / "board.yaml"
     board.write_text("tasks: [moral_dilemmas]\nmetdata: {split: dev}\nentries: [{name: a, model: hf}]\n")
