@@ -168,7 +168,11 @@ def _score(records: list[Record]) -> dict[str, Any]:
 
     values["xentropy_uniform"] = float(np.log(k))  # -sum_k p_k log(1/K) = log K for every document
     prior = scoring.get("prior")
-    values["xentropy_prior"] = M.xentropy(np.tile(np.log(prior), (n, 1)), counts) if prior is not None else None
+    values["xentropy_prior"] = None
+    unvoted = [] if prior is None else [i for i, share in enumerate(prior) if share == 0 and counts[:, i].any()]
+    if prior is not None and not unvoted:
+        with np.errstate(divide="ignore"):  # a zero share where no document has a vote costs nothing
+            values["xentropy_prior"] = M.xentropy(np.tile(np.log(prior), (n, 1)), counts)
 
     if records[0].orders is not None:
         effects = order_effects(records)
@@ -182,6 +186,11 @@ def _score(records: list[Record]) -> dict[str, Any]:
     values["documents"] = n
     values["no_readout"] = {"documents": sum(no_readout.values()), "reasons": dict(no_readout)}
     values["warnings"] = diagnostics(records[0].task, values, np.argmax(logq, -1), records[0].labels)
+    if unvoted:
+        # Its xentropy would be infinite (not valid JSON); say why there is no prior row instead.
+        values["warnings"].append(f"{records[0].task}: no xentropy_prior: the {scoring.get('prior_split')} split gives "
+                                  f"{', '.join(records[0].labels[i] for i in unvoted)} no vote, and some evaluated "
+                                  "document has one")
     return values
 
 

@@ -169,3 +169,18 @@ def test_scoring_settings_are_checked():
     assert settings["fixed_concentration"] == 7.0 and settings["bootstrap_resamples"] == 1000
     with pytest.raises(ValueError, match="dirichlet_concentration must be > 0"):
         scoring_settings("moral_dilemmas", {"dirichlet_concentration": 0})
+
+def test_a_copy_of_the_bundled_sample_is_still_called_the_sample(tmp_path):
+    """Provenance goes by content: the sample copied into a data folder (flat or not) is not "full" data."""
+    import shutil
+
+    name = D.file_name("dilemmas", "test")
+    for folder in (tmp_path / "nested" / "dilemmas", tmp_path / "flat"):
+        folder.mkdir(parents=True)
+        shutil.copy(D.SAMPLE_DIR / "dilemmas" / name, folder / name)
+    for data_dir in (tmp_path / "nested", tmp_path / "flat"):
+        assert D.load_split(get_task("moral_dilemmas"), "test", data_dir).source == "sample"
+    edited = tmp_path / "edited" / "dilemmas"
+    edited.mkdir(parents=True)
+    (edited / name).write_text((D.SAMPLE_DIR / "dilemmas" / name).read_text().replace("a", "b", 1))
+    assert D.load_split(get_task("moral_dilemmas"), "test", tmp_path / "edited").source == "full"

@@ -266,3 +266,15 @@ def test_a_samples_file_writes_the_settings_once_and_reads_format_3_too(tmp_path
         assert [r.scoring for r in got] == [SCORING] * 5 and [r.q for r in got] == [r.q for r in records]
         assert score_records(got)["xentropy"] == score_records(records)["xentropy"]
         assert score_records(got)["record_format"] == {v4: "moral-ambiguity/record/4", v3: "moral-ambiguity/record/3"}[path]
+
+
+def test_a_prior_with_a_zero_share_reports_no_prior_row_and_says_why():
+    # The train split never voted SECOND; an evaluated document did: -ln 0 would be infinite.
+    records = [rec(f"d{i}", [0.6, 0.4], [3, 2], scoring={**SCORING, "prior": [1.0, 0.0]}) for i in range(4)]
+    values = score_records(records)
+    assert values["xentropy_prior"] is None
+    assert ("moral_dilemmas: no xentropy_prior: the train split gives SECOND no vote, and some evaluated document "
+            "has one") in values["warnings"]
+    # Where no evaluated document votes for it, the zero share costs nothing: -ln 1 = 0.
+    unanimous = [rec(f"d{i}", [0.6, 0.4], [5, 0], scoring={**SCORING, "prior": [1.0, 0.0]}) for i in range(4)]
+    assert score_records(unanimous)["xentropy_prior"] == 0.0

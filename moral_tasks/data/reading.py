@@ -211,4 +211,8 @@ def load_split(spec: TaskSpec, split: str, data_dir: str | os.PathLike | None = 
         log.warning("%s: skipped %d rows with zero %s votes (Scruples leaves them undefined)", path, skipped, spec.name)
     if not rows:
         raise DataError(f"{path}: no rows with votes for {spec.name}")
-    return LoadedSplit(spec, split, path, source, rows, counts, skipped, sha256_file(path))
+    sha256 = sha256_file(path)
+    bundled = SAMPLE_DIR / spec.dataset / file_name(spec.dataset, split)
+    if source == "full" and bundled.is_file() and sha256_file(bundled) == sha256:
+        source = "sample"  # a copy of the bundled sample is still the sample, wherever it lies
+    return LoadedSplit(spec, split, path, source, rows, counts, skipped, sha256)

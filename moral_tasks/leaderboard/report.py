@@ -145,7 +145,10 @@ def task_references(task: str, entries: dict[str, dict]) -> tuple[dict[str, dict
     records = list(docs.values())
     counts = np.array([r.counts for r in records], dtype=np.float64)
     n, k = counts.shape
-    rows["uniform"] = _scored(counts, constant_logq(np.ones(k), n), scoring)
+    # A flat q has no top option: its acc, F1 and ECE would be those of "always the first label", an artefact
+    # of the label order, so the uniform row leaves them out.
+    rows["uniform"] = {m: v for m, v in _scored(counts, constant_logq(np.ones(k), n), scoring).items()
+                       if m not in ("acc", "f1_macro", "ece")}
     prior = scoring.get("prior")  # the train class frequencies the task itself scored with, carried by its records
     try:
         train, facts["train"] = _train_counts(task, list(entries.values()))
