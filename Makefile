@@ -53,8 +53,14 @@ endef
 demo: $(VENV)/.core
 	$(VENV)/bin/moral-ambiguity demo
 
+# The longest files first, then the rest (pytest collects a file once): a worker that picks a long file up
+# last would keep the suite waiting on it alone.
+LONG_TEST_FILES := tests/real_model/test_finetune.py tests/test_leaderboard.py tests/test_encoder.py \
+	tests/real_model/test_readouts_smollm2.py tests/real_model/test_smollm2.py tests/test_multiprocess.py \
+	tests/test_lm_eval_e2e.py tests/test_trainer.py
+
 test: $(VENV)/.all
-	$(call pytest,-q)
+	$(call pytest,-q $(LONG_TEST_FILES) tests)
 
 test-fast: $(VENV)/.all
 	$(call pytest,-q -m "not slow")

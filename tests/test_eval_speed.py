@@ -1,27 +1,20 @@
-"""benchmarks/eval_speed.py runs, and what it counts holds (its timings are reported, never asserted)."""
+"""benchmarks/eval_speed.py's aggregation timing runs on the current scoring API (its timings are reported,
+never asserted; the forward-pass counts it reports are tested in test_debiased_and_passes.py)."""
 
 from __future__ import annotations
 
-import json
-import sys
+import importlib.util
 from pathlib import Path
-
-import pytest
-
-from conftest import run
-
-pytestmark = pytest.mark.slow  # ~15 s: a random 3.4M Llama through lm-eval three times
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_speed.py"
 
 
-def test_quick_run_counts_one_forward_pass_per_document(tmp_path):
-    run([sys.executable, SCRIPT, "--quick", "--limit", "2", "--aggregated", "40", "--output", tmp_path / "e.json"],
-        cwd=tmp_path)
-    got = json.loads((tmp_path / "e.json").read_text())
-    # An anecdote's 10 requests (5 options x 2 surface variants) share one context: one pass with lm-eval's
-    # logits cache, one per request without it; a debiased dilemma reads its two orders in two passes.
-    assert got["ours"]["forward_passes_per_doc"] == 1.0 and got["per_option"]["forward_passes_per_doc"] == 10.0
-    assert got["debiased"]["forward_passes_per_doc"] == 2.0 and got["debiased"]["lm_eval_docs"] == 2
-    assert got["max_abs_loglik_diff"] == 0.0 and got["ours"]["xentropy"] == got["per_option"]["xentropy"]
-    assert got["n_docs_aggregated"] == 40 and got["aggregation_all_metrics_s"] > 0
+def test_aggregation_timing_scores_the_records_it_builds():
+    from moral_tasks.data import SAMPLE_DIR
+
+    spec = importlib.util.spec_from_file_location("eval_speed", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    got = bench.aggregation_timing(str(SAMPLE_DIR), seed=0, n_docs=40)
+    assert got["n_docs_aggregated"] == 40 and len(got["aggregation_runs_s"]) == 3
+    assert got["aggregation_all_metrics_s"] > 0 and got["aggregation_scoring"]["bootstrap_resamples"] == 1000

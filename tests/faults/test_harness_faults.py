@@ -93,7 +93,7 @@ def test_dev_run_read_with_other_settings_is_refused(main_run, tiny_lm, scruples
     run_dir = _only_dilemmas(copy_run(main_run, tmp_path / "run")[0])
     dev = tmp_path / "dev"
     evaluate(tiny_lm, ["moral_dilemmas"], {"data_dir": str(scruples_dir), "split": "dev", "merge_variants": True},
-             output=dev)
+             output=dev, limit=3)
     err = rescore_error(run_dir, "--dev", dev)
     assert "the dev run was read with other settings (merge_variants True (evaluated run: False))" in err
 
@@ -112,7 +112,7 @@ def test_dev_run_of_another_model_is_refused(main_run, tiny_model, scruples_dir,
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(other)
     dev = tmp_path / "dev"
     evaluate(HFLM(pretrained=str(other), batch_size=16, device="cpu", dtype="float32"), ["moral_dilemmas"],
-             {"data_dir": str(scruples_dir), "split": "dev"}, output=dev)
+             {"data_dir": str(scruples_dir), "split": "dev"}, output=dev, limit=3)
     err = rescore_error(_only_dilemmas(copy_run(main_run, tmp_path / "run")[0]), "--dev", dev)
     assert "the dev run scored another model" in err and "fit the temperature on the same model's dev run" in err
 
