@@ -57,7 +57,7 @@ demo: $(VENV)/.core
 # last would keep the suite waiting on it alone.
 LONG_TEST_FILES := tests/real_model/test_finetune.py tests/test_leaderboard.py tests/test_encoder.py \
 	tests/real_model/test_readouts_smollm2.py tests/real_model/test_smollm2.py tests/test_multiprocess.py \
-	tests/test_lm_eval_e2e.py tests/test_trainer.py
+	tests/test_lm_eval_e2e.py tests/test_trainer.py tests/test_model_identity.py
 
 test: $(VENV)/.all
 	$(call pytest,-q $(LONG_TEST_FILES) tests)

@@ -45,10 +45,13 @@ def install(manager_module=None) -> None:
 
     cls.__init__ = __init__
     cls._moral_ambiguity_installed = True
-    _cache_lm_eval_task_index(manager_module)
+    install_task_index_cache(manager_module)
 
 
-def _cache_lm_eval_task_index(manager_module) -> None:
+def install_task_index_cache(manager_module=None) -> None:
+    """Cache lm-eval's index of its own task YAMLs on disk (:mod:`moral_tasks.task_index_cache`)."""
+    if manager_module is None:
+        import lm_eval.tasks.manager as manager_module
     from importlib.metadata import version
 
     from .task_index_cache import install as install_cache

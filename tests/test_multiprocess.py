@@ -219,20 +219,24 @@ def ddp_run(tiny_model, tmp_path_factory):
     out, log = root / "adapter", root / "writes"
     # 13 dev documents over 2 ranks x batch 4: the last evaluation batch is padded, and
     # gather_for_metrics must drop the duplicates.
-    argv = train_argv(tiny_model, out, SAMPLE_DIR, steps=4, eval_steps=4, limit_eval=13)
-    run(launch(2, "train", "--write-log", log, "--", *argv), cwd=root, env=multiprocess_env(), timeout=300)
+    argv = train_argv(tiny_model, out, SAMPLE_DIR, steps=4, eval_steps=4, limit_eval=13) + ["--keep_checkpoints"]
+    proc = run(launch(2, "train", "--write-log", log, "--", *argv), cwd=root, env=multiprocess_env(), timeout=300)
     writes = {rank: [Path(p).resolve() for p in json.loads((root / f"writes.rank{rank}").read_text())]
               for rank in (0, 1)}
-    return out, writes
+    return out, writes, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_ddp_training_writes_one_adapter_from_rank_zero_only(ddp_run):
     from moral_tasks.cards import CARD_NAME
 
-    out, writes = ddp_run
+    out, writes, log = ddp_run
     card = json.loads((out / CARD_NAME).read_text())
     assert card["steps"] == 4
+    # One run over both processes' batches, logged once (by rank 0).
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(4 * 2 * 4 / 40), "each step takes a batch of 4 from each of 2 processes"
+    assert log.count("'train_runtime'") == 1
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["adapter_model.safetensors"]
     mine = {rank: [p.relative_to(out) for p in paths if p.is_relative_to(out.resolve())] for rank, paths in writes.items()}
     top = {rank: [str(p) for p in paths if len(p.parts) == 1] for rank, paths in mine.items()}
@@ -257,7 +261,7 @@ def test_ddp_adapter_loads_in_lm_eval_with_the_card_dev_metrics(ddp_run, tiny_mo
     from moral_tasks.data import SAMPLE_DIR
     from moral_tasks.lm_eval_plugin import TASKS_DIR
 
-    out, _ = ddp_run
+    out, _, _ = ddp_run
     card = json.loads((out / CARD_NAME).read_text())
     tm = TaskManager(include_defaults=False, include_path=str(TASKS_DIR),
                      metadata={"data_dir": str(SAMPLE_DIR), "split": "dev", "bootstrap_resamples": 0, "best_samples": 1})

@@ -215,20 +215,6 @@ def test_third_party_loss_package_installed_separately(tiny_model, tmp_path):
     assert json.loads((out / "moral_ambiguity_card.json").read_text())["loss"] == "total_variation"
 
 
-def test_two_process_distributed_run(tiny_model, tmp_path):
-    """`torchrun --nproc_per_node 2 -m trainers` on CPUs: one run over both processes' batches, written once."""
-    out = tmp_path / "run"
-    proc = run([BIN / "torchrun", "--nproc_per_node", "2", "-m", "trainers",
-                *train_args(tiny_model, out, "soft_cross_entropy", "--max_steps", "4", "--eval_steps", "2",
-                            "--limit_eval", "8", "--per_device_train_batch_size", "4", "--keep_checkpoints")],
-               cwd=tmp_path)
-    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["epoch"] == pytest.approx(4 * 2 * 4 / 40), "each step takes a batch of 4 from each of 2 processes"
-    assert proc.stdout.count("'train_runtime'") + proc.stderr.count("'train_runtime'") == 1  # logged by rank 0
-    card = json.loads((out / "moral_ambiguity_card.json").read_text())
-    assert card["steps"] == 4 and (out / "README.md").exists() and (out / "adapter_model.safetensors").exists()
-
-
 def test_same_command_trains_the_same_adapter(tiny_model, tmp_path, train_in_process):
     """The LoRA matrices are drawn after seeding, not from whatever the process's generator has become."""
     import torch

@@ -39,9 +39,11 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     """Run the real lm-eval CLI with our task folder on the include path (works with the hook off)."""
     from lm_eval.__main__ import cli_evaluate
 
-    from ..lm_eval_plugin import TASKS_DIR, install_table
+    from ..lm_eval_plugin import TASKS_DIR, install_table, install_task_index_cache
 
-    install_table()  # the hook may be off: the table is printed the same way
+    # The hook may be off: the table is printed the same way, and lm-eval's own task index is cached.
+    install_table()
+    install_task_index_cache()
     argv = list(rest)
     if not any(a == "--tasks" or a.startswith("--tasks=") for a in argv):
         argv += ["--tasks", GROUP]
