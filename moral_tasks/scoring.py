@@ -185,12 +185,8 @@ def _score(records: list[Record]) -> dict[str, Any]:
     values["record_format"] = records[0].format  # of the records scored (rescore reads format 3 files too)
     values["documents"] = n
     values["no_readout"] = {"documents": sum(no_readout.values()), "reasons": dict(no_readout)}
-    values["warnings"] = diagnostics(records[0].task, values, np.argmax(logq, -1), records[0].labels)
-    if unvoted:
-        # Its xentropy would be infinite (not valid JSON); say why there is no prior row instead.
-        values["warnings"].append(f"{records[0].task}: no xentropy_prior: the {scoring.get('prior_split')} split gives "
-                                  f"{', '.join(records[0].labels[i] for i in unvoted)} no vote, and some evaluated "
-                                  "document has one")
+    values["warnings"] = diagnostics(records[0].task, values, np.argmax(logq, -1), records[0].labels,
+                                     [records[0].labels[i] for i in unvoted], scoring.get("prior_split"))
     return values
 
 
@@ -265,8 +261,10 @@ def _dominant_option(task: str, index: int, label: str, share: float) -> str:
             "(a position or letter preference, not a judgment" + (f"; see {debiased}" if debiased else "") + ")")
 
 
-def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[str]) -> list[str]:
-    """Readouts a reader must not trust without a second look (the lm-eval aggregation and rescore log them)."""
+def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[str], unvoted: Sequence[str] = (),
+                prior_split: str | None = None) -> list[str]:
+    """Readouts a reader must not trust without a second look (the lm-eval aggregation and rescore log them).
+    ``unvoted``: the labels the prior split gives no vote while an evaluated document has one."""
     out = []
     skipped = values["no_readout"]["documents"]
     if skipped:
@@ -291,4 +289,8 @@ def diagnostics(task: str, values: dict, argmax: np.ndarray, labels: Sequence[st
     top = int(share.argmax())
     if share[top] > DOMINANT_OPTION_SHARE:
         out.append(_dominant_option(task, top, labels[top], share[top]))
+    if unvoted:
+        # Its xentropy would be infinite (not valid JSON); say why there is no prior row instead.
+        out.append(f"{task}: no xentropy_prior: the {prior_split} split gives {', '.join(unvoted)} no vote, and some "
+                   "evaluated document has one")
     return out

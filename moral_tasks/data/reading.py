@@ -213,6 +213,7 @@ def load_split(spec: TaskSpec, split: str, data_dir: str | os.PathLike | None = 
         raise DataError(f"{path}: no rows with votes for {spec.name}")
     sha256 = sha256_file(path)
     bundled = SAMPLE_DIR / spec.dataset / file_name(spec.dataset, split)
-    if source == "full" and bundled.is_file() and sha256_file(bundled) == sha256:
+    if (source == "full" and bundled.is_file() and bundled.stat().st_size == path.stat().st_size
+            and sha256_file(bundled) == sha256):
         source = "sample"  # a copy of the bundled sample is still the sample, wherever it lies
     return LoadedSplit(spec, split, path, source, rows, counts, skipped, sha256)
