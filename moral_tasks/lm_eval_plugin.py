@@ -52,12 +52,13 @@ def install_task_index_cache(manager_module=None) -> None:
     """Cache lm-eval's index of its own task YAMLs on disk (:mod:`moral_tasks.task_index_cache`)."""
     if manager_module is None:
         import lm_eval.tasks.manager as manager_module
-    from importlib.metadata import version
+    import sys
 
     from .task_index_cache import install as install_cache
 
-    # manager.py lives in lm-eval's task folder (``lm_eval.tasks`` is still being imported here).
-    install_cache(manager_module.TaskIndex, Path(manager_module.__file__).parent, version("lm_eval"))
+    # manager.py lives in lm-eval's task folder (``lm_eval.tasks`` is still being imported here); the lm_eval
+    # package itself was imported first and knows its version.
+    install_cache(manager_module.TaskIndex, Path(manager_module.__file__).parent, sys.modules["lm_eval"].__version__)
 
 
 def install_models(registry_module=None) -> None:

@@ -99,16 +99,15 @@ def check_dev_run(path: Path, records: list[Record], dev_path: Path, dev_records
 
 def score_samples(path: str | Path) -> dict[str, Any]:
     """Every metric, interval, baseline and agreement slice of one samples file, as lm-eval reported them."""
-    return _read_and_score(path)[1]
+    return score_read(read_samples(path))
 
 
-def _read_and_score(path: str | Path) -> tuple[list[Record], dict[str, Any]]:
-    """The records of a samples file and its numbers; a generation readout's (moral_tasks.readouts) numbers
+def score_read(records: list[Record]) -> dict[str, Any]:
+    """The numbers of records read from one samples file; a generation readout's (moral_tasks.readouts)
     add the readout counts."""
-    records = read_samples(path)
     if records and records[0].generation is not None:
-        return records, score_readouts(records)
-    return records, score_records(records)
+        return score_readouts(records)
+    return score_records(records)
 
 
 def _logq_counts(records: list[Record]) -> tuple[np.ndarray, np.ndarray]:
@@ -145,9 +144,10 @@ def rescore(results_dir: str | Path, dev_dir: str | Path | None = None) -> dict[
     runs = runs_by_task(results_dir)
     files = {task: paths[-1] for task, paths in runs.items()}
     dev_files = samples_files(dev_dir) if dev_dir is not None else {}
-    tasks = {}
+    tasks, read = {}, {}
     for task, path in files.items():
-        records, metrics = _read_and_score(path)
+        records = read[task] = read_samples(path)
+        metrics = score_read(records)
         entry: dict[str, Any] = {"samples": str(path), "metrics": metrics}
         if len(runs[task]) > 1:
             entry["ignored_runs"] = [str(p) for p in runs[task][:-1]]
@@ -157,14 +157,13 @@ def rescore(results_dir: str | Path, dev_dir: str | Path | None = None) -> dict[
         if dev_dir is not None:
             if task not in dev_files:
                 raise RescoreError(f"{dev_dir}: no samples file for task {task} (the dev run must cover the same tasks)")
-            dev_records = _read_and_score(dev_files[task])[0]
+            dev_records = read_samples(dev_files[task])
             check_dev_run(path, records, dev_files[task], dev_records)
             entry["metrics"].update(dev_calibration(records, dev_records, dev_files[task]))
         tasks[task] = entry
     # Readout comparisons of the one model (moral_tasks.readouts.analysis), when their runs are here.
     for logprob_task, answer_task in consistency_pairs(list(files)):
-        tasks[logprob_task]["answer_consistency"] = answer_consistency(read_samples(files[logprob_task]),
-                                                                       read_samples(files[answer_task]))
+        tasks[logprob_task]["answer_consistency"] = answer_consistency(read[logprob_task], read[answer_task])
     sensitivity = {}
     for task in files:
         siblings = [t for t in template_siblings(task) if t in files]

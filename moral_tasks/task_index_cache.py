@@ -33,10 +33,14 @@ def index_cache_dir() -> Path:
 
 
 def fingerprint(root: Path) -> tuple[int, int, int]:
-    """(files, total bytes, newest mtime in ns) of everything under ``root``."""
+    """(files, total bytes, newest mtime in ns) of everything under ``root`` but bytecode, which Python may
+    write there at any time (a first import of a task's utils.py) and the index never reads."""
     files = size = newest = 0
-    for folder, _dirs, names in os.walk(root):
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in names:
+            if name.endswith(".pyc"):
+                continue
             stat = os.stat(os.path.join(folder, name))
             files, size, newest = files + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
     return files, size, newest

@@ -52,13 +52,13 @@ def metrics_of(row: dict) -> dict[str, dict]:
     return out
 
 
-def rescored(samples: Path) -> dict[str, dict] | None:
-    """Every metric recomputed from a samples file; None where this version has no rescoring."""
+def rescored(records: list) -> dict[str, dict] | None:
+    """Every metric recomputed from the records of a samples file; None where this version has no rescoring."""
     try:
-        from moral_tasks.rescore import score_samples
+        from moral_tasks.rescore import score_read
     except ImportError:  # moral-ambiguity without `rescore`: lm-eval's reported numbers are all there is
         return None
-    return metrics_of({f"{name},none": value for name, value in score_samples(samples).items()})
+    return metrics_of({f"{name},none": value for name, value in score_read(records).items()})
 
 
 def disagreements(reported: dict[str, dict], recomputed: dict[str, dict], tol: float = 1e-9) -> list[str]:
@@ -111,7 +111,7 @@ def read_results_folder(folder: Path) -> dict[str, dict]:
                 raise CollectError(str(exc)) from None
             metadata = ((results.get("configs") or {}).get(task) or {}).get("metadata") or {}
             reported = metrics_of(row)
-            recomputed = rescored(samples) if records else None
+            recomputed = rescored(records) if records else None
             earlier = model.get(task)  # files are read oldest first: a later run of the model replaces it
             model[task] = {
                 "earlier_runs": [] if earlier is None else [*earlier["earlier_runs"], earlier["results_file"]],
