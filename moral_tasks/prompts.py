@@ -17,8 +17,11 @@ ANECDOTE_LABELS = ("AUTHOR", "OTHER", "EVERYBODY", "NOBODY", "INFO")
 BINARY_LABELS = ("RIGHT", "WRONG")
 
 
+DEFAULT_MARKERS = "ABCDE"
+
+
 def _letters(k: int) -> tuple[str, ...]:
-    return tuple("ABCDE"[:k])
+    return tuple(DEFAULT_MARKERS[:k])
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Prompt:
     lead: str
     tail: str
     options: tuple[str, ...] | None = None
-    markers: str = "ABCDE"
+    markers: str = DEFAULT_MARKERS
     story: bool = False
 
     def __call__(self, doc: dict) -> str:
@@ -251,9 +254,12 @@ def _readout(base: str, readout: str, prompt: Callable[[dict], str] | None = Non
     return replace(spec, name=f"{base}_{readout}", base=base, readout=readout, prompt=prompt or spec.prompt)
 
 
-def _template(base: str, template: str, prompt: Callable[[dict], str], option_labels: tuple[str, ...] = ()) -> TaskSpec:
+def _template(base: str, template: str, prompt: Prompt) -> TaskSpec:
+    # The option labels are the prompt's own markers (1, 2, ... for a numbered template).
+    k = len(TASKS[base].labels)
+    labels = tuple(prompt.markers[:k]) if prompt.markers != DEFAULT_MARKERS else ()
     return replace(TASKS[base], name=f"{base}_{template}", base=base, template=template, prompt=prompt,
-                   option_labels=option_labels)
+                   option_labels=labels)
 
 
 READOUT_TASKS: dict[str, TaskSpec] = {
@@ -273,9 +279,9 @@ TEMPLATES: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         _template("moral_dilemmas", "paraphrase", dilemma_paraphrase_prompt),
-        _template("moral_dilemmas", "numbered", dilemma_numbered_prompt, ("1", "2")),
+        _template("moral_dilemmas", "numbered", dilemma_numbered_prompt),
         _template("moral_anecdotes", "paraphrase", anecdote_paraphrase_prompt),
-        _template("moral_anecdotes", "numbered", anecdote_numbered_prompt, ("1", "2", "3", "4", "5")),
+        _template("moral_anecdotes", "numbered", anecdote_numbered_prompt),
     )
 }
 """Prompt-sensitivity variants of the log-probability tasks: same data, labels and scoring, another
